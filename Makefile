@@ -1,0 +1,38 @@
+# Expo Free Agent build controller.
+# mattn/go-sqlite3 needs cgo (gcc).
+export CGO_ENABLED := 1
+
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+FUZZTIME ?= 10s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the controller, mock worker and load tool into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: run
+run: ## Run the controller with its defaults (port 3000, ./data, ./storage)
+	$(GO) run ./cmd/controller
+
+.PHONY: test
+test: ## Run every test with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: check
+check: lint test ## Lint, then test
+
+.PHONY: clean
+clean: ## Remove built binaries
+	rm -rf $(BIN)

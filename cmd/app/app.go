@@ -1,0 +1,127 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+
+	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/httpapi"
+	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/supervisor"
+)
+
+// App is a constructed controller: its store, services and supervision tree.
+type App struct {
+	Config  Config
+	Log     *slog.Logger
+	Store   *store.Store
+	Files   *actors.FileStore
+	Queue   *actors.QueueManager
+	Monitor *actors.LivenessMonitor
+	HTTP    *httpapi.Server
+	Tree    *suture.Supervisor
+}
+
+// NewLogger returns the server logger for the configured format and level.
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
+	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,
+		"warn": slog.LevelWarn, "error": slog.LevelError}[cfg.LogLevel]
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// New opens the database (applying migrations) and the storage root and
+// constructs every service. It starts nothing; Run does. The API key must
+// already be resolved.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = actors.SystemClock{}
+	}
+	st, err := store.Open(ctx, cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	files, err := actors.NewFileStore(cfg.StoragePath, cfg.Files, log.With("service", "file-storage"))
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
+	q := actors.NewQueueManager(st, files, cfg.Clock, log.With("service", "queue-manager"),
+		actors.QueueConfig{MaxAttempts: cfg.MaxAttempts})
+	mon := actors.NewLivenessMonitor(st, q, cfg.Clock, log.With("service", "liveness-monitor"),
+		actors.MonitorConfig{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
+	srv := httpapi.New(httpapi.Config{
+		Addr:          net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		APIKey:        cfg.APIKey,
+		BaseImageID:   cfg.BaseImageID,
+		MaxSourceSize: cfg.MaxSourceSize,
+		MaxCertsSize:  cfg.MaxCertsSize,
+		MaxResultSize: cfg.MaxResultSize,
+		DrainTimeout:  cfg.DrainTimeout,
+		Clock:         cfg.Clock,
+	}, q, st, files, log.With("service", "http"))
+	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: files, HTTP: srv},
+		supervisor.Options{FailureBackoff: cfg.FailureBackoff})
+	return &App{Config: cfg, Log: log, Store: st, Files: files, Queue: q, Monitor: mon, HTTP: srv, Tree: tree}, nil
+}
+
+// Run serves until ctx ends, then shuts down in order: the HTTP server stops
+// accepting and drains in-flight requests (30 s at most), the actors stop
+// (the queue manager saves last-seen times), and the database is closed. A
+// failure to listen is returned at once.
+func (a *App) Run(ctx context.Context) error {
+	treeCtx, stopTree := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTree()
+	done := a.Tree.ServeBackground(treeCtx)
+	var runErr error
+	select {
+	case err := <-a.HTTP.Started():
+		if err != nil {
+			runErr = fmt.Errorf("cannot listen: %w", err)
+		} else {
+			a.Log.Info("listening", "addr", a.HTTP.Addr().String())
+		}
+	case err := <-done:
+		runErr = fmt.Errorf("supervision tree stopped: %w", err)
+		done = nil
+	case <-ctx.Done():
+	}
+	if runErr == nil && done != nil {
+		select {
+		case <-ctx.Done():
+		case err := <-done:
+			runErr = fmt.Errorf("supervision tree stopped: %w", err)
+			done = nil
+		}
+	}
+	drain := a.Config.DrainTimeout
+	if drain <= 0 {
+		drain = 30 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), drain)
+	if err := a.HTTP.Drain(dctx); err != nil {
+		a.Log.Warn("drain incomplete", "err", err)
+	}
+	cancel()
+	stopTree()
+	if done != nil {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			a.Log.Warn("supervision tree stopped with an error", "err", err)
+		}
+	}
+	if err := a.Store.Close(); err != nil {
+		a.Log.Warn("closing the database", "err", err)
+	}
+	return runErr
+}

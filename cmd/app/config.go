@@ -1,0 +1,275 @@
+// Package app turns flags and environment into a Config, constructs every
+// service of the controller and runs the supervision tree. It is the only
+// package that knows every concrete type; cmd/controller is its thin main,
+// and the black-box tests in test/ start the same App.
+package app
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/httpapi"
+)
+
+// Config is the controller's configuration (§7 of the protocol).
+type Config struct {
+	Host          string
+	Port          int
+	DBPath        string
+	StoragePath   string
+	APIKey        string
+	BaseImageID   string
+	MaxSourceSize int64
+	MaxCertsSize  int64
+	MaxResultSize int64
+	BuildTimeout  time.Duration
+	WorkerTimeout time.Duration
+	MaxAttempts   int
+	LogFormat     string // text or json
+	LogLevel      string // debug, info, warn, error
+	MetricsPublic bool   // serve /metrics without the API key
+
+	// Not settable from the command line; tests inject them.
+	Clock           actors.Clock
+	MonitorInterval time.Duration
+	DrainTimeout    time.Duration
+	Files           actors.FS // nil: the real file system
+	FailureBackoff  time.Duration
+}
+
+// Defaults returns the configuration with every default of §7.
+func Defaults() Config {
+	return Config{
+		Host: "0.0.0.0", Port: 3000, DBPath: "./data/controller.db", StoragePath: "./storage",
+		BaseImageID: httpapi.DefaultBaseImageID, MaxSourceSize: httpapi.DefaultMaxSourceSize,
+		MaxCertsSize: httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
+		BuildTimeout: 300 * time.Second, WorkerTimeout: 300 * time.Second, MaxAttempts: 3,
+		LogFormat: "text", LogLevel: "info",
+	}
+}
+
+// ErrHelp is returned by ParseArgs for -h/--help (usage was printed).
+var ErrHelp = flag.ErrHelp
+
+// UsageError is a command-line mistake; the usage was printed.
+type UsageError struct{ msg string }
+
+func (e *UsageError) Error() string { return e.msg }
+
+// setting binds one flag to its environment variable.
+type setting struct {
+	flag, env, help string
+	apply           func(string) error
+	def             string
+}
+
+// ParseArgs reads the configuration: each setting from its flag, else its
+// environment variable (getenv), else the default. A leading "start" is
+// accepted and ignored; any other positional argument is a UsageError.
+func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	cfg := Defaults()
+	if len(args) > 0 && args[0] == "start" {
+		args = args[1:]
+	}
+	var port string
+	settings := []setting{
+		{"host", "CONTROLLER_HOST", "listen address", func(v string) error { cfg.Host = v; return nil }, cfg.Host},
+		{"port", "PORT", "listen port (also -p)", func(v string) error { port = v; return nil }, "3000"},
+		{"db", "CONTROLLER_DB", "SQLite database file (its directory is created)", func(v string) error { cfg.DBPath = v; return nil }, cfg.DBPath},
+		{"storage", "CONTROLLER_STORAGE", "storage root for sources, certs and results", func(v string) error { cfg.StoragePath = v; return nil }, cfg.StoragePath},
+		{"api-key", "CONTROLLER_API_KEY", "admin API key (default: read from or generated into <db dir>/api-key)", func(v string) error { cfg.APIKey = v; return nil }, ""},
+		{"base-image", "BASE_IMAGE_ID", "VM base image handed to workers", func(v string) error { cfg.BaseImageID = v; return nil }, cfg.BaseImageID},
+		{"max-source-size", "CONTROLLER_MAX_SOURCE_SIZE", "largest source upload", sizeSetter(&cfg.MaxSourceSize), "500MiB"},
+		{"max-certs-size", "CONTROLLER_MAX_CERTS_SIZE", "largest certs upload", sizeSetter(&cfg.MaxCertsSize), "50MiB"},
+		{"max-result-size", "CONTROLLER_MAX_RESULT_SIZE", "largest result upload", sizeSetter(&cfg.MaxResultSize), "1GiB"},
+		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), "300s"},
+		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), "300s"},
+		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), "3"},
+		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), "text"},
+		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), "info"},
+		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key (true/false)", boolSetter(&cfg.MetricsPublic), "false"},
+	}
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	given := map[string]string{}
+	for _, s := range settings {
+		name := s.flag
+		fs.Func(name, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), func(v string) error {
+			given[name] = v
+			return nil
+		})
+	}
+	fs.Func("p", "listen port (same as --port)", func(v string) error { given["port"] = v; return nil })
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n"+
+			"Each setting comes from its flag, else its environment variable, else the default.\n"+
+			"Sizes take KiB/MiB/GiB suffixes; durations use Go syntax (90s, 5m).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return cfg, &UsageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	for _, s := range settings {
+		v, ok := given[s.flag]
+		if !ok {
+			v = getenv(s.env)
+			if v == "" {
+				continue
+			}
+		}
+		if err := s.apply(v); err != nil {
+			return cfg, &UsageError{fmt.Sprintf("invalid --%s %q: %v", s.flag, v, err)}
+		}
+	}
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return cfg, &UsageError{fmt.Sprintf("invalid --port %q", port)}
+		}
+		cfg.Port = p
+	}
+	return cfg, nil
+}
+
+func sizeSetter(dst *int64) func(string) error {
+	return func(v string) error {
+		n, err := ParseSize(v)
+		if err == nil {
+			*dst = n
+		}
+		return err
+	}
+}
+
+func durationSetter(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err == nil && d <= 0 {
+			err = errors.New("must be positive")
+		}
+		if err == nil {
+			*dst = d
+		}
+		return err
+	}
+}
+
+func intSetter(dst *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 1 {
+			err = errors.New("must be at least 1")
+		}
+		if err == nil {
+			*dst = n
+		}
+		return err
+	}
+}
+
+func boolSetter(dst *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err == nil {
+			*dst = b
+		}
+		return err
+	}
+}
+
+func choiceSetter(dst *string, choices ...string) func(string) error {
+	return func(v string) error {
+		for _, c := range choices {
+			if v == c {
+				*dst = v
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(choices, ", "))
+	}
+}
+
+// ParseSize reads a byte size: a number with an optional B, KiB, MiB, GiB
+// (or KB, MB, GB, K, M, G, all binary) suffix.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, errors.New("expected a number with an optional KiB/MiB/GiB suffix")
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+	m, ok := mult[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("unknown size suffix %q", t[i:])
+	}
+	if n <= 0 || n > (1<<62)/m {
+		return 0, errors.New("size out of range")
+	}
+	return n * m, nil
+}
+
+// MinAPIKeyLength is the shortest admin key accepted.
+const MinAPIKeyLength = 16
+
+var keyChars = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// ResolveAPIKey settles the admin key: the configured one, else the trimmed
+// contents of <db dir>/api-key, else a new 43-character key written there
+// with mode 0600 and printed once to out. A key under 16 characters is an
+// error; characters outside [A-Za-z0-9_-] only give a warning.
+func ResolveAPIKey(cfg *Config, out io.Writer) (warning string, err error) {
+	path := filepath.Join(filepath.Dir(cfg.DBPath), "api-key")
+	if cfg.APIKey == "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			cfg.APIKey = strings.TrimSpace(string(b))
+			fmt.Fprintf(out, "API key read from %s\n", path)
+		case errors.Is(err, os.ErrNotExist):
+			var raw [32]byte
+			if _, err := rand.Read(raw[:]); err != nil {
+				return "", err
+			}
+			cfg.APIKey = base64.RawURLEncoding.EncodeToString(raw[:])
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				return "", fmt.Errorf("create data directory: %w", err)
+			}
+			if err := os.WriteFile(path, []byte(cfg.APIKey+"\n"), 0o600); err != nil {
+				return "", fmt.Errorf("save generated API key: %w", err)
+			}
+			fmt.Fprintf(out, "Generated API key (saved to %s; shown only this once):\n\n    %s\n\n", path, cfg.APIKey)
+		default:
+			return "", fmt.Errorf("read API key file: %w", err)
+		}
+	}
+	if len(cfg.APIKey) < MinAPIKeyLength {
+		return "", errors.New("API key must be at least 16 characters")
+	}
+	if !keyChars.MatchString(cfg.APIKey) {
+		return "API key contains characters outside [A-Za-z0-9_-]; the worker VM bootstrap refuses such keys", nil
+	}
+	return "", nil
+}

@@ -1,0 +1,359 @@
+package httpapi
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/store"
+)
+
+//go:embed web
+var webFiles embed.FS
+
+var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
+	"inc": func(i int) int { return i + 1 },
+}).ParseFS(webFiles, "web/*.html"))
+
+const dashboardBuildLimit = 100
+
+// The dashboard (§3.3) is public and shows no secret: no token, no key, no
+// worker id (a worker id plus a build id opens keyless telemetry), no Apple
+// field, no certificate content and no path. html/template escapes all text.
+func (s *Server) dashboardRoutes(e *echo.Echo) {
+	s.route(e, http.MethodGet, "/", s.dashboardPage, msgInternal)
+	s.route(e, http.MethodGet, "/dashboard/fragment", s.dashboardFragment, msgInternal)
+	s.route(e, http.MethodGet, "/dashboard/assets/:name", s.dashboardAsset, msgInternal)
+	s.route(e, http.MethodGet, "/builds/:id", s.buildPage, msgInternal)
+	s.route(e, http.MethodGet, "/builds/:id/logs.json", s.buildPageLogs, msgInternal)
+}
+
+type dashBuild struct {
+	ID, ShortID, Platform, Status, Worker string
+	Submitted, Started, Completed         string
+	Duration, Error, SHA256, Size         string
+	Attempts                              int
+	Cancelled, Running                    bool
+}
+
+type dashWorker struct {
+	Name, Status, LastSeen, Platforms, Uptime string
+	Completed, Failed                         int
+	CurrentBuild, CurrentBuildShort           string
+}
+
+type dashQueued struct {
+	ID, ShortID, Platform, Submitted, Waiting string
+	Attempts                                  int
+}
+
+type dashboardView struct {
+	Generated                          string
+	Pending, Active, Completed, Failed int
+	OnlineWorkers                      int
+	Queue                              []dashQueued
+	Builds                             []dashBuild
+	Workers                            []dashWorker
+	BuildLimit                         int
+	TotalBuilds                        int
+}
+
+func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
+	ctx := c.Request().Context()
+	now := s.cfg.Clock.Now()
+	counts, err := s.store.BuildCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	workers, err := s.store.ListWorkers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recent, err := s.store.RecentBuilds(ctx, dashboardBuildLimit)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := s.store.PendingBuilds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	running, err := s.store.RunningBuilds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(workers))
+	for _, w := range workers {
+		names[w.ID] = w.Name
+	}
+	current := map[string]string{}
+	for _, b := range running {
+		if b.WorkerID != nil {
+			current[*b.WorkerID] = b.ID
+		}
+	}
+	v := &dashboardView{Generated: fmtTime(now.UnixMilli()), Pending: counts.Pending, Active: counts.Active(),
+		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
+		TotalBuilds: counts.Pending + counts.Active() + counts.Completed + counts.Failed}
+	for _, b := range pending {
+		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: b.Platform,
+			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
+	}
+	for _, b := range recent {
+		v.Builds = append(v.Builds, toDashBuild(b, names, now.UnixMilli()))
+	}
+	for _, w := range workers {
+		dw := dashWorker{Name: w.Name, Status: w.Status, LastSeen: fmtTime(w.LastSeenAt) + " (" +
+			fmtDuration(now.UnixMilli()-w.LastSeenAt) + " ago)", Platforms: platformsText(w.Capabilities),
+			Completed: w.BuildsCompleted, Failed: w.BuildsFailed,
+			Uptime: formatUptime(now.Sub(time.UnixMilli(w.RegisteredAt)))}
+		if id, ok := current[w.ID]; ok {
+			dw.CurrentBuild, dw.CurrentBuildShort = id, short(id)
+		}
+		if w.Status != store.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli() {
+			v.OnlineWorkers++
+		}
+		v.Workers = append(v.Workers, dw)
+	}
+	return v, nil
+}
+
+func toDashBuild(b store.Build, names map[string]string, now int64) dashBuild {
+	d := dashBuild{ID: b.ID, ShortID: short(b.ID), Platform: b.Platform, Status: b.Status,
+		Submitted: fmtTime(b.SubmittedAt), Attempts: b.Attempts, Cancelled: b.Cancelled, Running: b.Running()}
+	if b.Cancelled {
+		d.Status = "cancelled"
+	}
+	if b.WorkerID != nil {
+		if n, ok := names[*b.WorkerID]; ok {
+			d.Worker = n
+		} else {
+			d.Worker = "(unknown worker)"
+		}
+	}
+	if b.StartedAt != nil {
+		d.Started = fmtTime(*b.StartedAt)
+		end := now
+		if b.CompletedAt != nil {
+			end = *b.CompletedAt
+		}
+		d.Duration = fmtDuration(end - *b.StartedAt)
+	}
+	if b.CompletedAt != nil {
+		d.Completed = fmtTime(*b.CompletedAt)
+	}
+	if b.Status == store.StatusFailed && b.ErrorMessage != nil {
+		d.Error = *b.ErrorMessage
+	}
+	if b.ResultSHA256 != nil {
+		d.SHA256 = *b.ResultSHA256
+	}
+	if b.ResultSize != nil {
+		d.Size = fmtBytes(*b.ResultSize)
+	}
+	return d
+}
+
+func short(id string) string {
+	if len(id) >= 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func fmtTime(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func fmtDuration(ms int64) string {
+	if ms < 0 {
+		ms = 0
+	}
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m " + strconv.Itoa(int(d.Seconds())%60) + "s"
+	default:
+		return strconv.Itoa(int(d.Hours())) + "h " + strconv.Itoa(int(d.Minutes())%60) + "m"
+	}
+}
+
+func fmtBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f, suffix := float64(n), []string{"KiB", "MiB", "GiB", "TiB"}
+	i := -1
+	for f >= unit && i < len(suffix)-1 {
+		f /= unit
+		i++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + " " + suffix[i]
+}
+
+// platformsText shows capabilities.platforms, or "any".
+func platformsText(capabilities string) string {
+	var caps struct {
+		Platforms []any `json:"platforms"`
+	}
+	if json.Unmarshal([]byte(capabilities), &caps) != nil || caps.Platforms == nil {
+		return "any"
+	}
+	var out []string
+	for _, p := range caps.Platforms {
+		if s, ok := p.(string); ok {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+func (s *Server) render(c echo.Context, name string, data any) error {
+	var buf bytes.Buffer
+	if err := pageTemplates.ExecuteTemplate(&buf, name, data); err != nil {
+		return internal(failMsg(c), err)
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.HTMLBlob(http.StatusOK, buf.Bytes())
+}
+
+// dashboardPage is GET /: the whole page, which works without JavaScript
+// (a <noscript> refresh) and with it swaps in /dashboard/fragment every few
+// seconds.
+func (s *Server) dashboardPage(c echo.Context) error {
+	v, err := s.dashboardView(c)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	return s.render(c, "index.html", v)
+}
+
+// dashboardFragment is the live part of the page, for the page's script.
+func (s *Server) dashboardFragment(c echo.Context) error {
+	v, err := s.dashboardView(c)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	return s.render(c, "fragment.html", v)
+}
+
+// dashboardAsset serves the embedded script and style sheet.
+func (s *Server) dashboardAsset(c echo.Context) error {
+	name := c.Param("name")
+	types := map[string]string{"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
+	ct, ok := types[name]
+	if !ok {
+		return fail(http.StatusNotFound, msgNotFound)
+	}
+	b, err := webFiles.ReadFile("web/" + name)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "public, max-age=300")
+	return c.Blob(http.StatusOK, ct, b)
+}
+
+type buildPageView struct {
+	Build     dashBuild
+	Logs      []pageLog
+	LastSeq   int64
+	Finished  bool
+	Generated string
+}
+
+type pageLog struct {
+	Seq       int64  `json:"seq"`
+	Time      string `json:"time"`
+	Timestamp int64  `json:"timestamp"`
+	Level     string `json:"level"`
+	Message   string `json:"message"`
+}
+
+func toPageLogs(entries []store.LogEntry) []pageLog {
+	out := make([]pageLog, len(entries))
+	for i, e := range entries {
+		out[i] = pageLog{Seq: e.Seq, Time: time.UnixMilli(e.Timestamp).UTC().Format("15:04:05.000"),
+			Timestamp: e.Timestamp, Level: e.Level, Message: e.Message}
+	}
+	return out
+}
+
+// buildPage is GET /builds/:id: one build with its whole log, which the
+// page's script then follows.
+func (s *Server) buildPage(c echo.Context) error {
+	b, err := s.loadBuild(c)
+	if err != nil {
+		return err
+	}
+	entries, err := s.store.Logs(c.Request().Context(), b.ID)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	names, err := s.workerNames(c)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	now := s.cfg.Clock.Now()
+	v := buildPageView{Build: toDashBuild(b, names, now.UnixMilli()), Logs: toPageLogs(entries),
+		Finished: b.Finished(), Generated: fmtTime(now.UnixMilli())}
+	if n := len(entries); n > 0 {
+		v.LastSeq = entries[n-1].Seq
+	}
+	return s.render(c, "build.html", v)
+}
+
+func (s *Server) workerNames(c echo.Context) (map[string]string, error) {
+	workers, err := s.store.ListWorkers(c.Request().Context())
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(workers))
+	for _, w := range workers {
+		names[w.ID] = w.Name
+	}
+	return names, nil
+}
+
+// buildPageLogs is GET /builds/:id/logs.json?after=<seq>: the log lines after
+// a sequence number and the build's state, for the build page's script.
+func (s *Server) buildPageLogs(c echo.Context) error {
+	b, err := s.loadBuild(c)
+	if err != nil {
+		return err
+	}
+	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
+	entries, err := s.store.LogsAfter(c.Request().Context(), b.ID, after)
+	if errors.Is(err, store.ErrNotFound) {
+		return fail(http.StatusNotFound, msgBuildNotFound)
+	}
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	names, err := s.workerNames(c)
+	if err != nil {
+		return internal(failMsg(c), err)
+	}
+	d := toDashBuild(b, names, s.cfg.Clock.Now().UnixMilli())
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.JSON(http.StatusOK, map[string]any{
+		"status": d.Status, "worker": d.Worker, "duration": d.Duration, "attempts": d.Attempts,
+		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "logs": toPageLogs(entries),
+		"resultExt": actors.ResultExt(b.Platform),
+	})
+}

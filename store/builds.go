@@ -1,0 +1,538 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
+	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
+	result_path, result_size, result_sha256, token_hash, original_build_id`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanBuild(r scanner) (Build, error) {
+	var (
+		b                                              Build
+		workerID, errMsg, certs, result, sha, original sql.NullString
+		started, completed, activity, resultSize       sql.NullInt64
+		progress                                       sql.NullFloat64
+	)
+	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
+		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
+		&result, &resultSize, &sha, &b.TokenHash, &original)
+	if err != nil {
+		return Build{}, err
+	}
+	b.WorkerID, b.ErrorMessage, b.CertsPath = ptrString(workerID), ptrString(errMsg), ptrString(certs)
+	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
+	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
+	b.ResultSize = ptrInt(resultSize)
+	if progress.Valid {
+		p := progress.Float64
+		b.Progress = &p
+	}
+	return b, nil
+}
+
+func getBuild(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id string) (Build, error) {
+	b, err := scanBuild(q.QueryRowContext(ctx, `SELECT `+buildColumns+` FROM builds WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Build{}, ErrNotFound
+	}
+	return b, err
+}
+
+func queryBuilds(ctx context.Context, db *sql.DB, query string, args ...any) ([]Build, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Build{}
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// NewBuild describes a build to create.
+type NewBuild struct {
+	ID              string
+	Platform        string
+	SubmittedAt     int64
+	SourcePath      string
+	CertsPath       *string
+	TokenHash       []byte
+	OriginalBuildID *string // set for a retry
+}
+
+// CreateBuild inserts a pending build with zero attempts and logs its
+// submission; for a retry it also logs "Retried as build <id>" on the
+// original. It returns ErrNotFound if the original does not exist.
+func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "create build", func(tx *sql.Tx) error {
+		msg := "Build submitted"
+		if nb.OriginalBuildID != nil {
+			if _, err := getBuild(ctx, tx, *nb.OriginalBuildID); err != nil {
+				return err
+			}
+			msg = fmt.Sprintf("Build submitted (retry of %s)", *nb.OriginalBuildID)
+		}
+		var certs, original sql.NullString
+		if nb.CertsPath != nil {
+			certs = sql.NullString{String: *nb.CertsPath, Valid: true}
+		}
+		if nb.OriginalBuildID != nil {
+			original = sql.NullString{String: *nb.OriginalBuildID, Valid: true}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO builds (id, platform, status, submitted_at, source_path,
+			certs_path, token_hash, original_build_id) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`,
+			nb.ID, nb.Platform, nb.SubmittedAt, nb.SourcePath, certs, nb.TokenHash, original)
+		if err != nil {
+			return err
+		}
+		if err := appendLog(ctx, tx, nb.ID, nb.SubmittedAt, LevelInfo, msg); err != nil {
+			return err
+		}
+		if nb.OriginalBuildID != nil {
+			return appendLog(ctx, tx, *nb.OriginalBuildID, nb.SubmittedAt, LevelInfo,
+				"Retried as build "+nb.ID)
+		}
+		return nil
+	})
+}
+
+// GetBuild returns one build, or ErrNotFound.
+func (s *Store) GetBuild(ctx context.Context, id string) (Build, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	b, err := getBuild(ctx, s.read, id)
+	if err != nil {
+		return Build{}, wrapCtx(ctx, "get build", err)
+	}
+	return b, nil
+}
+
+// ListBuilds returns every build, newest submission first.
+func (s *Store) ListBuilds(ctx context.Context) ([]Build, error) {
+	return s.listBuilds(ctx, "list builds",
+		`SELECT `+buildColumns+` FROM builds ORDER BY submitted_at DESC, id DESC`)
+}
+
+// RecentBuilds returns the newest limit builds, newest first.
+func (s *Store) RecentBuilds(ctx context.Context, limit int) ([]Build, error) {
+	return s.listBuilds(ctx, "recent builds",
+		`SELECT `+buildColumns+` FROM builds ORDER BY submitted_at DESC, id DESC LIMIT ?`, limit)
+}
+
+// PendingBuilds returns the pending builds in queue order (submit time, then id).
+func (s *Store) PendingBuilds(ctx context.Context) ([]Build, error) {
+	return s.listBuilds(ctx, "pending builds",
+		`SELECT `+buildColumns+` FROM builds WHERE status = 'pending' ORDER BY submitted_at, id`)
+}
+
+// RunningBuilds returns the assigned and building builds, oldest assignment first.
+func (s *Store) RunningBuilds(ctx context.Context) ([]Build, error) {
+	return s.listBuilds(ctx, "running builds",
+		`SELECT `+buildColumns+` FROM builds WHERE status IN ('assigned', 'building')
+		 ORDER BY started_at, id`)
+}
+
+// ExpiredBuilds returns the running builds whose last liveness signal is
+// older than cutoff (epoch ms).
+func (s *Store) ExpiredBuilds(ctx context.Context, cutoff int64) ([]Build, error) {
+	return s.listBuilds(ctx, "expired builds",
+		`SELECT `+buildColumns+` FROM builds WHERE status IN ('assigned', 'building')
+		 AND COALESCE(last_activity_at, 0) < ? ORDER BY started_at, id`, cutoff)
+}
+
+func (s *Store) listBuilds(ctx context.Context, op, query string, args ...any) ([]Build, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	out, err := queryBuilds(ctx, s.read, query, args...)
+	if err != nil {
+		return nil, wrapCtx(ctx, op, err)
+	}
+	return out, nil
+}
+
+// AssignBuild hands a pending build to an idle worker in one transaction: the
+// build becomes assigned (worker, start and liveness = now), the worker
+// building, and "Assigned to worker <name>" is logged. It returns ErrNotFound,
+// ErrWorkerNotFound, or ErrConflict when the build is not pending or the worker
+// already holds a build.
+func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now int64) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "assign build", func(tx *sql.Tx) error {
+		name, err := workerName(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		var held int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE worker_id = ?
+			AND status IN ('assigned', 'building')`, workerID).Scan(&held); err != nil {
+			return err
+		}
+		if held > 0 {
+			return ErrConflict
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
+			started_at = ?, last_activity_at = ?, progress = NULL
+			WHERE id = ? AND status = 'pending'`, workerID, now, now, buildID)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res, ErrConflict); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
+			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
+			return err
+		}
+		return appendLog(ctx, tx, buildID, now, LevelInfo, "Assigned to worker "+name)
+	})
+}
+
+// CancelBuild fails an unfinished build as cancelled by the user, frees its
+// worker (counters unchanged, worker_id kept) and logs "Build cancelled". It
+// returns the build as it was before, or ErrNotFound, or ErrConflict when the
+// build is already finished.
+func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (Build, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var before Build
+	err := s.tx(ctx, "cancel build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if b.Finished() {
+			return ErrConflict
+		}
+		before = b
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', cancelled = 1,
+			error_message = 'Build cancelled by user', completed_at = ? WHERE id = ?`, now, id); err != nil {
+			return err
+		}
+		if b.Running() && b.WorkerID != nil {
+			if err := releaseWorker(ctx, tx, *b.WorkerID); err != nil {
+				return err
+			}
+		}
+		return appendLog(ctx, tx, id, now, LevelInfo, "Build cancelled")
+	})
+	if err != nil {
+		return Build{}, err
+	}
+	return before, nil
+}
+
+// Finish is the outcome of a worker's upload.
+type Finish struct {
+	BuildID      string
+	WorkerID     string
+	Success      bool
+	ErrorMessage string // used when !Success; empty means "Build failed"
+	ResultPath   string // relative to the storage root; required when Success
+	ResultSize   int64
+	ResultSHA256 string
+	Now          int64
+}
+
+// FinishBuild completes or fails a running build for its current assignee,
+// counting the result once on the worker and making it idle. It returns
+// ErrNotFound, or ErrNotAssignee when the worker is not the current assignee.
+func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "finish build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, f.BuildID)
+		if err != nil {
+			return err
+		}
+		if !b.AssignedTo(f.WorkerID) {
+			return ErrNotAssignee
+		}
+		counter := "builds_completed"
+		if f.Success {
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'completed', completed_at = ?,
+				error_message = NULL, result_path = ?, result_size = ?, result_sha256 = ? WHERE id = ?`,
+				f.Now, f.ResultPath, f.ResultSize, f.ResultSHA256, f.BuildID)
+			if err == nil {
+				err = appendLog(ctx, tx, f.BuildID, f.Now, LevelInfo, "Build completed successfully")
+			}
+		} else {
+			counter = "builds_failed"
+			msg := f.ErrorMessage
+			if msg == "" {
+				msg = "Build failed"
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', completed_at = ?,
+				error_message = ? WHERE id = ?`, f.Now, msg, f.BuildID)
+			if err == nil {
+				err = appendLog(ctx, tx, f.BuildID, f.Now, LevelError, "Build failed: "+msg)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET `+counter+` = `+counter+` + 1,
+			status = 'idle', last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, f.Now, f.WorkerID)
+		return err
+	})
+}
+
+// TimeoutOutcome says what TimeoutBuild did.
+type TimeoutOutcome int
+
+// The outcomes of TimeoutBuild.
+const (
+	TimeoutNone     TimeoutOutcome = iota // the build was not (or no longer) expired
+	TimeoutRequeued                       // back to pending, attempts raised
+	TimeoutFailed                         // attempts exhausted, failed
+)
+
+// TimeoutBuild detaches workerID from a build that has had no liveness signal
+// since before cutoff. Timeout number n (attempts+1) requeues the build while
+// n < maxAttempts and fails it otherwise; the worker becomes idle either way.
+// It returns TimeoutNone if the build is not running on that worker or has
+// shown liveness since.
+func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (TimeoutOutcome, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	outcome := TimeoutNone
+	err := s.tx(ctx, "timeout build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, buildID)
+		if err != nil {
+			return err
+		}
+		if !b.AssignedTo(workerID) || (b.LastActivityAt != nil && *b.LastActivityAt >= cutoff) {
+			return nil
+		}
+		name, err := workerName(ctx, tx, workerID)
+		if errors.Is(err, ErrWorkerNotFound) {
+			name = workerID
+		} else if err != nil {
+			return err
+		}
+		n := b.Attempts + 1
+		if n < maxAttempts {
+			outcome = TimeoutRequeued
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', attempts = ?,
+				worker_id = NULL, started_at = NULL, last_activity_at = NULL, progress = NULL
+				WHERE id = ?`, n, buildID)
+			if err == nil {
+				err = appendLog(ctx, tx, buildID, now, LevelWarn, fmt.Sprintf(
+					"Build timeout - worker stopped responding; requeued (attempt %d of %d)", n, maxAttempts))
+			}
+		} else {
+			outcome = TimeoutFailed
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', attempts = ?,
+				worker_id = NULL, completed_at = ?, last_activity_at = NULL,
+				error_message = 'Build timeout - worker stopped responding' WHERE id = ?`, n, now, buildID)
+			if err == nil {
+				err = appendLog(ctx, tx, buildID, now, LevelError, fmt.Sprintf(
+					"Build timeout - worker %s stopped responding; failed after %d of %d attempts", name, n, maxAttempts))
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return releaseWorker(ctx, tx, workerID)
+	})
+	if err != nil {
+		return TimeoutNone, err
+	}
+	return outcome, nil
+}
+
+// TouchBuild records a liveness signal from the build's current assignee and
+// moves an assigned build to building. It returns ErrNotFound or
+// ErrNotAssignee (nothing is written then).
+func (s *Store) TouchBuild(ctx context.Context, buildID, workerID string, now int64) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "touch build", func(tx *sql.Tx) error {
+		_, err := touchAssignee(ctx, tx, buildID, workerID, now)
+		return err
+	})
+}
+
+// Heartbeat is TouchBuild plus an optional progress report; a changed
+// progress is stored and logged as "Build progress: <N>%".
+func (s *Store) Heartbeat(ctx context.Context, buildID, workerID string, progress *float64, now int64) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "heartbeat", func(tx *sql.Tx) error {
+		b, err := touchAssignee(ctx, tx, buildID, workerID, now)
+		if err != nil || progress == nil || (b.Progress != nil && *b.Progress == *progress) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET progress = ? WHERE id = ?`, *progress, buildID); err != nil {
+			return err
+		}
+		return appendLog(ctx, tx, buildID, now, LevelInfo,
+			"Build progress: "+strconv.FormatFloat(*progress, 'f', -1, 64)+"%")
+	})
+}
+
+// RecordTelemetry is TouchBuild plus what a telemetry message leaves behind:
+// an optional log line and an optional CPU snapshot.
+func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, now int64, line *LogInput, snap *CPUSnapshot) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "telemetry", func(tx *sql.Tx) error {
+		if _, err := touchAssignee(ctx, tx, buildID, workerID, now); err != nil {
+			return err
+		}
+		if line != nil {
+			if err := appendLog(ctx, tx, buildID, now, line.Level, line.Message); err != nil {
+				return err
+			}
+		}
+		if snap != nil {
+			_, err := tx.ExecContext(ctx, `INSERT INTO cpu_snapshots (build_id, worker_id, timestamp,
+				cpu_percent, memory_mb) VALUES (?, ?, ?, ?, ?)`,
+				buildID, workerID, now, snap.CPUPercent, snap.MemoryMB)
+			return err
+		}
+		return nil
+	})
+}
+
+// touchAssignee checks that workerID is the build's current assignee, then
+// sets its liveness to now and moves assigned to building.
+func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, now int64) (Build, error) {
+	b, err := getBuild(ctx, tx, buildID)
+	if err != nil {
+		return Build{}, err
+	}
+	if !b.AssignedTo(workerID) {
+		return Build{}, ErrNotAssignee
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?),
+		status = 'building' WHERE id = ?`, now, buildID)
+	return b, err
+}
+
+// RequeueOnUnregister returns the worker's running build, if any, to pending
+// (attempts unchanged) with a warn log, and marks the worker offline. It
+// returns the requeued build id ("" if none), or ErrWorkerNotFound.
+func (s *Store) RequeueOnUnregister(ctx context.Context, workerID string, now int64) (string, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var requeued string
+	err := s.tx(ctx, "unregister worker", func(tx *sql.Tx) error {
+		name, err := workerName(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE worker_id = ?
+			AND status IN ('assigned', 'building')`, workerID).Scan(&requeued)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if requeued != "" {
+			if err := requeue(ctx, tx, requeued, now, "Build requeued: worker "+name+" unregistered"); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'offline' WHERE id = ?`, workerID)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return requeued, nil
+}
+
+// Recover prepares the database after a start: running builds whose worker
+// row is gone go back to pending (warn log "Build requeued: worker gone at
+// restart"), the liveness of every other running build is reset to now so that
+// downtime never counts against a worker, and worker states are made to agree
+// with the builds they hold. It returns the ids of the requeued builds.
+func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var requeued []string
+	err := s.tx(ctx, "recover", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE status IN ('assigned', 'building')
+			AND (worker_id IS NULL OR worker_id NOT IN (SELECT id FROM workers)) ORDER BY submitted_at, id`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			requeued = append(requeued, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range requeued {
+			if err := requeue(ctx, tx, id, now, "Build requeued: worker gone at restart"); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = ?
+			WHERE status IN ('assigned', 'building')`, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'idle' WHERE status = 'building'
+			AND id NOT IN (SELECT worker_id FROM builds WHERE status IN ('assigned', 'building')
+			AND worker_id IS NOT NULL)`); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'building' WHERE status = 'idle'
+			AND id IN (SELECT worker_id FROM builds WHERE status IN ('assigned', 'building')
+			AND worker_id IS NOT NULL)`)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return requeued, nil
+}
+
+// requeue returns a running build to pending at its submit-order place.
+func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
+		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
+		return err
+	}
+	return appendLog(ctx, tx, id, now, LevelWarn, reason)
+}
+
+// releaseWorker makes a building worker idle (an offline one stays offline).
+func releaseWorker(ctx context.Context, tx *sql.Tx, workerID string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'idle' WHERE id = ? AND status = 'building'`, workerID)
+	return err
+}
+
+func oneRow(res sql.Result, none error) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return none
+	}
+	return nil
+}

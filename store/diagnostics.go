@@ -1,0 +1,53 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+)
+
+// AddDiagnostic stores a worker's diagnostic report. It returns
+// ErrWorkerNotFound if the worker does not exist.
+func (s *Store) AddDiagnostic(ctx context.Context, d Diagnostic) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "add diagnostic", func(tx *sql.Tx) error {
+		if _, err := workerName(ctx, tx, d.WorkerID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO diagnostics (id, worker_id, status, run_at, duration_ms,
+			auto_fixed, checks) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			d.ID, d.WorkerID, d.Status, d.RunAt, d.DurationMS, d.AutoFixed, d.Checks)
+		return err
+	})
+}
+
+// Diagnostics returns up to limit reports of a worker, newest first. It
+// returns ErrWorkerNotFound if the worker does not exist.
+func (s *Store) Diagnostics(ctx context.Context, workerID string, limit int) ([]Diagnostic, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	out := []Diagnostic{}
+	err := s.readTx(ctx, "diagnostics", func(tx *sql.Tx) error {
+		if _, err := workerName(ctx, tx, workerID); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, worker_id, status, run_at, duration_ms, auto_fixed, checks
+			FROM diagnostics WHERE worker_id = ? ORDER BY run_at DESC, rowid DESC LIMIT ?`, workerID, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d Diagnostic
+			if err := rows.Scan(&d.ID, &d.WorkerID, &d.Status, &d.RunAt, &d.DurationMS, &d.AutoFixed, &d.Checks); err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+)
+
+// Counts is the number of builds in each state.
+type Counts struct {
+	Pending, Assigned, Building, Completed, Failed int
+}
+
+// Active is assigned + building.
+func (c Counts) Active() int { return c.Assigned + c.Building }
+
+// BuildCounts counts builds by state.
+func (s *Store) BuildCounts(ctx context.Context) (Counts, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var c Counts
+	err := s.readTx(ctx, "build counts", func(tx *sql.Tx) error {
+		return buildCounts(ctx, tx, &c)
+	})
+	return c, err
+}
+
+func buildCounts(ctx context.Context, tx *sql.Tx, c *Counts) error {
+	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*) FROM builds GROUP BY status`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			st string
+			n  int
+		)
+		if err := rows.Scan(&st, &n); err != nil {
+			return err
+		}
+		switch st {
+		case StatusPending:
+			c.Pending = n
+		case StatusAssigned:
+			c.Assigned = n
+		case StatusBuilding:
+			c.Building = n
+		case StatusCompleted:
+			c.Completed = n
+		case StatusFailed:
+			c.Failed = n
+		}
+	}
+	return rows.Err()
+}
+
+// Stats are the public figures of §3.2 of the protocol.
+type Stats struct {
+	NodesOnline      int
+	BuildsQueued     int
+	ActiveBuilds     int
+	BuildsToday      int
+	TotalBuilds      int
+	TotalBuildTimeMS int64
+	TotalCPUCycles   float64
+}
+
+// Stats computes the public statistics from one consistent snapshot: workers
+// idle or building seen at or after onlineSince, and completed builds with
+// completed_at at or after dayStart.
+func (s *Store) Stats(ctx context.Context, onlineSince, dayStart int64) (Stats, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var st Stats
+	err := s.readTx(ctx, "stats", func(tx *sql.Tx) error {
+		var c Counts
+		if err := buildCounts(ctx, tx, &c); err != nil {
+			return err
+		}
+		st.BuildsQueued, st.ActiveBuilds, st.TotalBuilds = c.Pending, c.Active(), c.Completed+c.Failed
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workers WHERE status IN ('idle', 'building')
+			AND last_seen_at >= ?`, onlineSince).Scan(&st.NodesOnline); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE status = 'completed'
+			AND completed_at >= ?`, dayStart).Scan(&st.BuildsToday); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(completed_at - started_at), 0) FROM builds
+			WHERE status IN ('completed', 'failed') AND completed_at IS NOT NULL AND started_at IS NOT NULL`).
+			Scan(&st.TotalBuildTimeMS); err != nil {
+			return err
+		}
+		var avg sql.NullFloat64
+		if err := tx.QueryRowContext(ctx, `SELECT AVG(cpu_percent) FROM cpu_snapshots`).Scan(&avg); err != nil {
+			return err
+		}
+		if avg.Valid {
+			st.TotalCPUCycles = avg.Float64 / 100 * float64(st.TotalBuildTimeMS) / 1000
+		}
+		return nil
+	})
+	return st, err
+}

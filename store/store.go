@@ -1,0 +1,294 @@
+// Package store owns the controller's SQLite database: the schema (embedded
+// migrations), the record types, and every SQL statement. One public method is
+// one transaction, every call runs under a deadline, and driver errors never
+// leave the package: callers see ErrNotFound, ErrWorkerNotFound, ErrConflict,
+// ErrNotAssignee, ErrTimeout or ErrInternal.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// DefaultOpTimeout bounds every store operation (the "transaction timeout").
+const DefaultOpTimeout = 5 * time.Second
+
+var (
+	// ErrNotFound means the addressed build (or report) does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrWorkerNotFound means the addressed worker does not exist.
+	ErrWorkerNotFound = errors.New("store: worker not found")
+	// ErrConflict means the record is not in a state that allows the change.
+	ErrConflict = errors.New("store: conflicting state")
+	// ErrNotAssignee means the worker is not the build's current assignee.
+	ErrNotAssignee = errors.New("store: worker is not the current assignee")
+	// ErrTimeout means the operation did not finish within its deadline.
+	ErrTimeout = errors.New("store: operation timed out")
+	// ErrInternal wraps every other database failure. Its text is for logs only.
+	ErrInternal = errors.New("store: internal error")
+)
+
+// Store is the SQLite database. Writes go through a single connection so that
+// write transactions are serialized in-process (no SQLITE_BUSY between our own
+// writers); reads use a small pool of read-only connections and never block
+// writes (WAL).
+type Store struct {
+	write     *sql.DB
+	read      *sql.DB
+	opTimeout time.Duration
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// WithOpTimeout sets the deadline applied to every operation.
+func WithOpTimeout(d time.Duration) Option { return func(s *Store) { s.opTimeout = d } }
+
+// dsn builds the connection string. Per-connection settings live here so that
+// every pooled connection gets them:
+//   - WAL lets readers run beside the single writer;
+//   - synchronous=FULL fsyncs the WAL on every commit, so an acknowledged change
+//     survives power loss, not only a process crash (ARCHITECTURE.md, Guarantees);
+//   - the busy timeout covers other processes (a backup, the sqlite3 shell);
+//   - foreign keys are enforced; write transactions start IMMEDIATE.
+func dsn(path string, readOnly bool) string {
+	v := url.Values{}
+	v.Set("_journal_mode", "WAL")
+	v.Set("_synchronous", "FULL")
+	v.Set("_busy_timeout", "5000")
+	v.Set("_fk", "1")
+	if readOnly {
+		v.Set("_query_only", "1")
+	} else {
+		v.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + v.Encode()
+}
+
+// Open opens (creating if needed) the database at path, creates its directory,
+// and applies pending migrations. It returns ErrInternal or ErrTimeout.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("%w: create database directory: %v", ErrInternal, err)
+	}
+	s := &Store{opTimeout: DefaultOpTimeout}
+	for _, o := range opts {
+		o(s)
+	}
+	w, err := sql.Open("sqlite3", dsn(path, false))
+	if err != nil {
+		return nil, wrap("open", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	s.write = w
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite3", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, wrap("open", err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	s.read = r
+	return s, nil
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	err1 := s.read.Close()
+	err2 := s.write.Close()
+	if err := errors.Join(err1, err2); err != nil {
+		return wrap("close", err)
+	}
+	return nil
+}
+
+// Ping runs a trivial query on a read connection.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var one int
+	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return wrap("ping", err)
+	}
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return wrap("migrate", err)
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return wrap("migrate", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		body, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return wrap("migrate", err)
+		}
+		err = s.tx(ctx, "migrate "+base, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = ?`, base).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`,
+				base, time.Now().UnixMilli())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Migrations lists the applied migrations in order.
+func (s *Store) Migrations(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	rows, err := s.read.QueryContext(ctx, `SELECT name FROM schema_migrations ORDER BY name`)
+	if err != nil {
+		return nil, wrap("migrations", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, wrap("migrations", err)
+		}
+		out = append(out, n)
+	}
+	return out, wrap("migrations", rows.Err())
+}
+
+func (s *Store) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opTimeout)
+}
+
+// tx runs fn in one write transaction. A typed store error returned by fn is
+// passed through unchanged; anything else becomes ErrInternal or ErrTimeout.
+func (s *Store) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return wrapCtx(ctx, op, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if err := fn(tx); err != nil {
+		if isTyped(err) {
+			return err
+		}
+		return wrapCtx(ctx, op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return wrapCtx(ctx, op, err)
+	}
+	return nil
+}
+
+// readTx runs fn in one read transaction, giving it a consistent snapshot.
+func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return wrapCtx(ctx, op, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	if err := fn(tx); err != nil {
+		if isTyped(err) {
+			return err
+		}
+		return wrapCtx(ctx, op, err)
+	}
+	return nil
+}
+
+func isTyped(err error) bool {
+	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrTimeout, ErrInternal} {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// wrapCtx is wrap, but reports a passed deadline as ErrTimeout.
+func wrapCtx(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sqlite3.ErrInterrupt) {
+		return fmt.Errorf("%w: %s: %v", ErrTimeout, op, err)
+	}
+	return wrap(op, err)
+}
+
+// wrap hides a driver error behind ErrInternal, keeping its text for the log.
+// The driver error itself is not wrapped (%v), so it cannot be matched outside.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if isTyped(err) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %s: %v", ErrTimeout, op, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrInternal, op, err)
+}
+
+// nullInt converts an optional millisecond time.
+func nullInt(p *int64) sql.NullInt64 {
+	if p == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: *p, Valid: true}
+}
+
+func ptrInt(n sql.NullInt64) *int64 {
+	if !n.Valid {
+		return nil
+	}
+	v := n.Int64
+	return &v
+}
+
+func ptrString(n sql.NullString) *string {
+	if !n.Valid {
+		return nil
+	}
+	v := n.String
+	return &v
+}

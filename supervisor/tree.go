@@ -1,0 +1,82 @@
+// Package supervisor assembles the controller's suture supervision tree:
+//
+//	controller (root)
+//	├── core
+//	│   ├── queue-manager
+//	│   └── liveness-monitor
+//	├── file-storage
+//	└── http-server
+//
+// The queue manager and the liveness monitor share the core supervisor so
+// that a flapping file service or HTTP listener never puts the queue into
+// restart backoff (suture keeps one failure budget per supervisor).
+package supervisor
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+)
+
+// Services are the constructed services of the tree.
+type Services struct {
+	Queue   suture.Service
+	Monitor suture.Service
+	Files   suture.Service
+	HTTP    suture.Service
+}
+
+// Options tune the supervisors; zero values take suture's defaults except
+// where noted.
+type Options struct {
+	// StopTimeout is how long a supervisor waits for its services to stop
+	// (default 35 s: longer than the HTTP drain of 30 s).
+	StopTimeout time.Duration
+	// FailureBackoff is the pause after too many failures (suture default 15 s).
+	FailureBackoff time.Duration
+}
+
+// New returns the root supervisor with every service added; it starts nothing.
+func New(log *slog.Logger, s Services, o Options) *suture.Supervisor {
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 35 * time.Second
+	}
+	spec := suture.Spec{
+		EventHook:      EventHook(log),
+		Timeout:        o.StopTimeout,
+		FailureBackoff: o.FailureBackoff,
+	}
+	root := suture.New("controller", spec)
+	core := suture.New("core", spec)
+	core.Add(s.Queue)
+	core.Add(s.Monitor)
+	root.Add(core)
+	root.Add(s.Files)
+	root.Add(s.HTTP)
+	return root
+}
+
+// EventHook logs suture's events — panics, failures, backoff, stop timeouts —
+// with slog.
+func EventHook(log *slog.Logger) suture.EventHook {
+	return func(e suture.Event) {
+		switch ev := e.(type) {
+		case suture.EventServicePanic:
+			log.Error("service panicked", "supervisor", ev.SupervisorName, "service", ev.ServiceName,
+				"panic", ev.PanicMsg, "restarting", ev.Restarting, "failures", ev.CurrentFailures,
+				"stack", ev.Stacktrace)
+		case suture.EventServiceTerminate:
+			log.Error("service failed", "supervisor", ev.SupervisorName, "service", ev.ServiceName,
+				"err", ev.Err, "restarting", ev.Restarting, "failures", ev.CurrentFailures)
+		case suture.EventBackoff:
+			log.Warn("supervisor backing off after repeated failures", "supervisor", ev.SupervisorName)
+		case suture.EventResume:
+			log.Info("supervisor resuming", "supervisor", ev.SupervisorName)
+		case suture.EventStopTimeout:
+			log.Error("service did not stop in time", "supervisor", ev.SupervisorName, "service", ev.ServiceName)
+		default:
+			log.Info("supervisor event", "event", e.String())
+		}
+	}
+}
