@@ -32,7 +32,6 @@ var (
 
 // QueueStore is what the queue manager needs from the database.
 type QueueStore interface {
-	Recover(ctx context.Context, now int64) ([]string, error)
 	PendingBuilds(ctx context.Context) ([]store.Build, error)
 	RunningBuilds(ctx context.Context) ([]store.Build, error)
 	ListWorkers(ctx context.Context) ([]store.Worker, error)
@@ -134,13 +133,12 @@ type runningBuild struct {
 
 // queueState is everything Serve owns. Nothing else reads or writes it.
 type queueState struct {
-	pending  []queuedBuild            // sorted by (submittedAt, id)
-	queued   map[string]bool          // ids in pending
-	workers  map[string]*workerEntry  // by worker id
-	running  map[string]*runningBuild // by build id
-	seen     map[string]int64         // last-seen times not yet saved
-	stale    bool                     // memory may disagree with the store: reload before the next message
-	firstRun bool
+	pending []queuedBuild            // sorted by (submittedAt, id)
+	queued  map[string]bool          // ids in pending
+	workers map[string]*workerEntry  // by worker id
+	running map[string]*runningBuild // by build id
+	seen    map[string]int64         // last-seen times not yet saved
+	stale   bool                     // memory may disagree with the store: reload before the next message
 }
 
 // message is the closed set of requests Serve handles.
@@ -191,11 +189,12 @@ func call[T any](ctx context.Context, q *QueueManager, m message, r reply[T]) (T
 }
 
 // Serve loads the queue from the store and handles messages until ctx ends.
-// The first load after the process starts also runs store recovery (builds of
-// vanished workers requeued, liveness reset). A failed load is returned, so
-// the supervisor retries with backoff rather than serving an empty queue.
+// A failed load is returned, so the supervisor retries with backoff rather
+// than serving an empty queue. (Recovery after a process start — builds of
+// vanished workers requeued, liveness reset — runs once before the tree
+// starts: store.Recover.)
 func (q *QueueManager) Serve(ctx context.Context) error {
-	st := &queueState{firstRun: true}
+	st := &queueState{}
 	if err := q.load(ctx, st); err != nil {
 		return fmt.Errorf("load queue: %w", err)
 	}
@@ -233,16 +232,6 @@ func (q *QueueManager) Serve(ctx context.Context) error {
 
 // load rebuilds the state from the store.
 func (q *QueueManager) load(ctx context.Context, st *queueState) error {
-	now := millis(q.clock)
-	if st.firstRun {
-		requeued, err := q.store.Recover(ctx, now)
-		if err != nil {
-			return err
-		}
-		for _, id := range requeued {
-			q.log.Warn("build requeued: worker gone at restart", "build_id", id)
-		}
-	}
 	pending, err := q.store.PendingBuilds(ctx)
 	if err != nil {
 		return err
@@ -835,6 +824,30 @@ func (m *sweepMsg) handle(q *QueueManager, st *queueState) {
 		q.log.Warn("worker offline: not seen within the worker timeout", "worker", w.name)
 	}
 	m.reply.send(n, nil)
+}
+
+// SaveSeen writes the workers' pending last-seen times to the store, so that
+// readers of the database (public stats, the dashboard) see them now rather
+// than at the next sweep.
+func (q *QueueManager) SaveSeen(ctx context.Context) error {
+	r := newReply[struct{}]()
+	_, err := call(ctx, q, &saveSeenMsg{ctx: ctx, reply: r}, r)
+	return err
+}
+
+type saveSeenMsg struct {
+	ctx   context.Context
+	reply reply[struct{}]
+}
+
+func (m *saveSeenMsg) fail(err error) { m.reply.fail(err) }
+
+func (m *saveSeenMsg) handle(q *QueueManager, st *queueState) {
+	err := q.store.SaveLastSeen(m.ctx, st.seen)
+	if err == nil {
+		st.seen = map[string]int64{}
+	}
+	m.reply.send(struct{}{}, err)
 }
 
 // Stats returns the queue manager's counts.

@@ -71,6 +71,9 @@ type dashboardView struct {
 func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 	ctx := c.Request().Context()
 	now := s.cfg.Clock.Now()
+	if err := s.queue.SaveSeen(ctx); err != nil {
+		s.log.Warn("dashboard: saving last-seen times", "err", err)
+	}
 	counts, err := s.store.BuildCounts(ctx)
 	if err != nil {
 		return nil, err
@@ -230,7 +233,7 @@ func (s *Server) render(c echo.Context, name string, data any) error {
 		return internal(failMsg(c), err)
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	return c.HTMLBlob(http.StatusOK, buf.Bytes())
+	return c.Blob(http.StatusOK, "text/html; charset=utf-8", buf.Bytes())
 }
 
 // dashboardPage is GET /: the whole page, which works without JavaScript

@@ -57,6 +57,9 @@ func (s *Server) publicStats(c echo.Context) error {
 	if now.Before(s.stats.expires) {
 		return c.JSON(http.StatusOK, s.stats.value)
 	}
+	if err := s.queue.SaveSeen(c.Request().Context()); err != nil {
+		s.log.Warn("stats: saving last-seen times", "err", err) // figures may lag by one sweep
+	}
 	day := now.UTC().Truncate(24 * time.Hour)
 	st, err := s.store.Stats(c.Request().Context(), now.Add(-onlineWindow).UnixMilli(), day.UnixMilli())
 	if err != nil {

@@ -31,6 +31,7 @@ type Queue interface {
 	Cancel(ctx context.Context, buildID string) (store.Build, error)
 	Finish(ctx context.Context, req actors.FinishRequest) (actors.FinishOutcome, error)
 	Unregister(ctx context.Context, workerID string) (int, error)
+	SaveSeen(ctx context.Context) error
 }
 
 // Store is what the HTTP layer reads and writes directly (worker-scoped writes

@@ -52,6 +52,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
+	// Recovery after a (re)start, before anything can read or write: builds of
+	// vanished workers go back to pending and downtime never counts against
+	// a running build's liveness.
+	requeued, err := st.Recover(ctx, cfg.Clock.Now().UnixMilli())
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("recover database: %w", err)
+	}
+	for _, id := range requeued {
+		log.Warn("build requeued: worker gone at restart", "build_id", id)
+	}
 	files, err := actors.NewFileStore(cfg.StoragePath, cfg.Files, log.With("service", "file-storage"))
 	if err != nil {
 		st.Close()
