@@ -77,6 +77,7 @@ type Config struct {
 	MaxResultSize   int64
 	CertsUnzipLimit int64
 	DrainTimeout    time.Duration // graceful shutdown (default 30 s)
+	HeaderTimeout   time.Duration // reading request headers (default 10 s)
 	Clock           actors.Clock
 }
 
@@ -137,6 +138,9 @@ func New(cfg Config, q Queue, st Store, files Files, log *slog.Logger) *Server {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = headerTimeout
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = actors.SystemClock{}
 	}
@@ -188,7 +192,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		Handler:           s.e,
-		ReadHeaderTimeout: headerTimeout,
+		ReadHeaderTimeout: s.cfg.HeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

@@ -28,7 +28,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanupBinaries() }))
+}
+
+func newClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 }
 
 const testKey = "test-admin-key-0123456789abcdef"
@@ -109,7 +113,7 @@ func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 	require.NoError(t, err)
 	c := &Controller{t: t, App: a, Key: cfg.APIKey, Dir: dir, cfg: cfg, cancel: cancel,
 		done: make(chan error, 1), logBuf: logs,
-		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+		Client: newClient()}
 	if mc, ok := cfg.Clock.(*actors.ManualClock); ok {
 		c.Clock = mc
 	}
@@ -131,6 +135,7 @@ func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 // Stop shuts the controller down and waits for it. It is idempotent.
 func (c *Controller) Stop() {
 	if c.cancel == nil {
+		c.Client.CloseIdleConnections()
 		return
 	}
 	c.cancel()

@@ -18,6 +18,13 @@ import (
 	"github.com/expo-free-agent/controller/supervisor"
 )
 
+// Store is everything the services ask of the database; *store.Store is it.
+type Store interface {
+	actors.QueueStore
+	actors.MonitorStore
+	httpapi.Store
+}
+
 // App is a constructed controller: its store, services and supervision tree.
 type App struct {
 	Config  Config
@@ -68,9 +75,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
-	q := actors.NewQueueManager(st, files, cfg.Clock, log.With("service", "queue-manager"),
+	var db Store = st
+	if cfg.WrapStore != nil {
+		db = cfg.WrapStore(st)
+	}
+	q := actors.NewQueueManager(db, files, cfg.Clock, log.With("service", "queue-manager"),
 		actors.QueueConfig{MaxAttempts: cfg.MaxAttempts})
-	mon := actors.NewLivenessMonitor(st, q, cfg.Clock, log.With("service", "liveness-monitor"),
+	mon := actors.NewLivenessMonitor(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		actors.MonitorConfig{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
 		Addr:          net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
@@ -80,8 +91,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MaxCertsSize:  cfg.MaxCertsSize,
 		MaxResultSize: cfg.MaxResultSize,
 		DrainTimeout:  cfg.DrainTimeout,
+		HeaderTimeout: cfg.HeaderTimeout,
 		Clock:         cfg.Clock,
-	}, q, st, files, log.With("service", "http"))
+	}, q, db, files, log.With("service", "http"))
 	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: files, HTTP: srv},
 		supervisor.Options{FailureBackoff: cfg.FailureBackoff})
 	return &App{Config: cfg, Log: log, Store: st, Files: files, Queue: q, Monitor: mon, HTTP: srv, Tree: tree}, nil

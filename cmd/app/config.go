@@ -20,6 +20,7 @@ import (
 
 	"github.com/expo-free-agent/controller/actors"
 	"github.com/expo-free-agent/controller/httpapi"
+	"github.com/expo-free-agent/controller/store"
 )
 
 // Config is the controller's configuration (§7 of the protocol).
@@ -44,7 +45,9 @@ type Config struct {
 	Clock           actors.Clock
 	MonitorInterval time.Duration
 	DrainTimeout    time.Duration
-	Files           actors.FS // nil: the real file system
+	Files           actors.FS                // nil: the real file system
+	WrapStore       func(*store.Store) Store // nil: the store itself (fault-injection tests wrap it)
+	HeaderTimeout   time.Duration            // 0: 10 s
 	FailureBackoff  time.Duration
 }
 

@@ -1,0 +1,156 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	binMu    sync.Mutex
+	binDir   string
+	binBuilt = map[string]string{}
+)
+
+// buildBinary compiles ./cmd/<name> once per test process and returns its
+// path. The directory is removed by TestMain's cleanup (see cleanupBinaries).
+func buildBinary(t testing.TB, name string) string {
+	t.Helper()
+	binMu.Lock()
+	defer binMu.Unlock()
+	if p, ok := binBuilt[name]; ok {
+		return p
+	}
+	if binDir == "" {
+		d, err := os.MkdirTemp("", "controller-test-bin-")
+		require.NoError(t, err)
+		binDir = d
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	out := filepath.Join(binDir, name)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/%s: %s", name, b)
+	binBuilt[name] = out
+	return out
+}
+
+func cleanupBinaries() {
+	binMu.Lock()
+	defer binMu.Unlock()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Process is a controller binary running on a data directory.
+type Process struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	URL  string
+	Dir  string
+	done chan struct{}
+	mu   sync.Mutex
+	log  strings.Builder
+}
+
+var listenRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// StartProcess runs the controller binary on dir with a fixed key and port
+// 0, and waits for its "listening" log line.
+func StartProcess(t testing.TB, dir string, extra ...string) *Process {
+	t.Helper()
+	bin := buildBinary(t, "controller")
+	args := append([]string{"start", "--host", "127.0.0.1", "--port", "0", "--api-key", testKey,
+		"--db", filepath.Join(dir, "data", "controller.db"), "--storage", filepath.Join(dir, "storage")}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	cmd.Stdout = io.Discard
+	require.NoError(t, cmd.Start())
+	p := &Process{t: t, cmd: cmd, Dir: dir, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := listenRe.FindStringSubmatch(line); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		cmd.Wait() //nolint:errcheck // the exit status is read through ProcessState
+		close(p.done)
+	}()
+	select {
+	case a := <-addr:
+		p.URL = "http://" + a
+	case <-p.done:
+		t.Fatalf("controller exited at start: %s", p.Log())
+	case <-time.After(30 * time.Second):
+		p.Kill()
+		t.Fatalf("controller did not listen within 30s: %s", p.Log())
+	}
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Log returns what the process wrote to stderr.
+func (p *Process) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Terminate sends SIGTERM and waits (bounded) for a clean exit; it returns
+// the exit code.
+func (p *Process) Terminate(ctx context.Context) (int, error) {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return -1, err
+	}
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), nil
+	case <-ctx.Done():
+		p.Kill()
+		return -1, fmt.Errorf("no exit after SIGTERM: %w", ctx.Err())
+	}
+}
+
+// Client returns a Controller-like handle for issuing requests to the process.
+func (p *Process) Client(t testing.TB) *Controller {
+	return &Controller{t: t, URL: p.URL, Key: testKey, Dir: p.Dir, Client: newClient(), logBuf: newSyncBuffer()}
+}
