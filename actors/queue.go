@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/expo-free-agent/controller/store"
@@ -82,6 +83,24 @@ type QueueManager struct {
 	cfg    QueueConfig
 	inbox  chan message
 	reload chan struct{} // "the store may hold pending builds I do not know": coalescing kick
+
+	// Monotonic event counters, written by Serve, read by anyone (metrics).
+	assignments, requeues, timeouts, timeoutFailures, finishes atomic.Int64
+}
+
+// Counters are the queue manager's monotonic event counts since start.
+type Counters struct {
+	Assignments     int64 // builds handed to a worker
+	Requeues        int64 // running builds returned to pending (timeout or unregister)
+	Timeouts        int64 // builds whose liveness expired (requeued or failed)
+	TimeoutFailures int64 // builds failed because their attempts were used up
+	Finishes        int64 // uploads that completed or failed a build
+}
+
+// Counters returns the event counts; it does not go through the inbox.
+func (q *QueueManager) Counters() Counters {
+	return Counters{Assignments: q.assignments.Load(), Requeues: q.requeues.Load(), Timeouts: q.timeouts.Load(),
+		TimeoutFailures: q.timeoutFailures.Load(), Finishes: q.finishes.Load()}
 }
 
 // NewQueueManager returns a queue manager; it starts nothing.
@@ -484,6 +503,7 @@ func (q *QueueManager) poll(ctx context.Context, st *queueState, workerID string
 		rb := &runningBuild{queuedBuild: b, workerID: w.id}
 		st.running[b.id] = rb
 		w.job, w.status = rb, store.WorkerBuilding
+		q.assignments.Add(1)
 		q.log.Info("build assigned", "build_id", b.id, "worker", w.name)
 		return jobOf(rb), nil
 	}
@@ -691,6 +711,7 @@ func (q *QueueManager) finish(ctx context.Context, st *queueState, req FinishReq
 		return 0, err
 	}
 	st.detach(req.BuildID)
+	q.finishes.Add(1)
 	if w := st.workers[req.WorkerID]; w != nil {
 		w.status = store.WorkerIdle
 		if f.Now > w.lastSeen {
@@ -737,6 +758,12 @@ func (m *expireMsg) fail(err error) { m.reply.fail(err) }
 func (m *expireMsg) handle(q *QueueManager, st *queueState) {
 	out, err := q.store.TimeoutBuild(m.ctx, m.buildID, m.workerID, m.cutoff, millis(q.clock), q.cfg.MaxAttempts)
 	if err == nil && out != store.TimeoutNone {
+		q.timeouts.Add(1)
+		if out == store.TimeoutRequeued {
+			q.requeues.Add(1)
+		} else {
+			q.timeoutFailures.Add(1)
+		}
 		rb := st.running[m.buildID]
 		st.detach(m.buildID)
 		if out == store.TimeoutRequeued && rb != nil {
@@ -775,6 +802,7 @@ func (m *unregisterMsg) handle(q *QueueManager, st *queueState) {
 	n := 0
 	if buildID != "" {
 		n = 1
+		q.requeues.Add(1)
 		if rb := st.running[buildID]; rb != nil {
 			st.detach(buildID)
 			st.enqueue(rb.queuedBuild)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +131,7 @@ func (s *Server) stageFile(c echo.Context, p io.Reader, kind actors.Kind, limit 
 		st.Discard()
 		return nil, nil
 	case err == nil:
+		s.metrics.bytesIn.WithLabelValues(kindName(kind)).Add(float64(st.Size))
 		return st, nil
 	case errors.Is(err, actors.ErrTooLarge):
 		return nil, tooLarge(tooLargeMsg)
@@ -318,8 +320,23 @@ func (s *Server) stream(c echo.Context, f io.Reader, size int64, contentType, fi
 	c.Response().WriteHeader(http.StatusOK)
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
-	if _, err := io.CopyBuffer(c.Response(), io.LimitReader(f, size), *bp); err != nil {
+	n, err := io.CopyBuffer(c.Response(), io.LimitReader(f, size), *bp)
+	s.metrics.bytesOut.WithLabelValues(downloadKind(c)).Add(float64(n))
+	if err != nil {
 		s.log.Warn("download interrupted", "route", c.Path(), "err", err)
+	}
+}
+
+// downloadKind names what a download route sends, for the metrics.
+func downloadKind(c echo.Context) string {
+	p := c.Path()
+	switch {
+	case strings.HasSuffix(p, "/certs"):
+		return "certs"
+	case strings.HasSuffix(p, "/source"), c.Param("type") == "source":
+		return "source"
+	default:
+		return "result"
 	}
 }
 

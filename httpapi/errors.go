@@ -155,9 +155,11 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		if status >= 500 {
 			level = slog.LevelError
 		}
+		elapsed := time.Since(start)
 		s.log.Log(c.Request().Context(), level, "request", "method", c.Request().Method, "route", routeOf(c),
-			"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000,
+			"status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
 			"bytes_out", c.Response().Size)
+		s.metrics.observeRequest(c.Request().Method, routeOf(c), status, elapsed)
 		return nil
 	}
 }

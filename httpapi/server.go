@@ -32,6 +32,7 @@ type Queue interface {
 	Finish(ctx context.Context, req actors.FinishRequest) (actors.FinishOutcome, error)
 	Unregister(ctx context.Context, workerID string) (int, error)
 	SaveSeen(ctx context.Context) error
+	QueueMetrics
 }
 
 // Store is what the HTTP layer reads and writes directly (worker-scoped writes
@@ -78,6 +79,7 @@ type Config struct {
 	CertsUnzipLimit int64
 	DrainTimeout    time.Duration // graceful shutdown (default 30 s)
 	HeaderTimeout   time.Duration // reading request headers (default 10 s)
+	MetricsPublic   bool          // serve /metrics without the API key
 	Clock           actors.Clock
 }
 
@@ -107,7 +109,8 @@ type Server struct {
 	e      *echo.Echo
 	keySum [sha256.Size]byte
 
-	stats statsCache
+	stats   statsCache
+	metrics *metrics
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -146,6 +149,7 @@ func New(cfg Config, q Queue, st Store, files Files, log *slog.Logger) *Server {
 	}
 	s := &Server{cfg: cfg, queue: q, store: st, files: files, log: log,
 		keySum: sha256.Sum256([]byte(cfg.APIKey)), ready: make(chan struct{}), started: make(chan error, 1)}
+	s.metrics = newMetrics(st, q)
 	s.e = s.routes()
 	return s
 }
@@ -305,6 +309,7 @@ func (s *Server) routes() *echo.Echo {
 		s.route(e, http.MethodGet, p, s.publicStats, msgInternal, cors)
 	}
 	s.dashboardRoutes(e)
+	s.metricsRoute(e)
 	return e
 }
 

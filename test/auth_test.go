@@ -26,7 +26,7 @@ func allEndpoints(buildID, workerID string) []endpoint {
 		{"POST", "/api/workers/" + workerID + "/unregister", "key"}, {"POST", "/api/workers/unregister", "key"},
 		{"GET", "/api/workers/" + workerID + "/stats", "key"},
 		{"POST", "/api/diagnostics/report", "key"}, {"GET", "/api/diagnostics/" + workerID, "key"},
-		{"GET", "/api/diagnostics/" + workerID + "/latest", "key"},
+		{"GET", "/api/diagnostics/" + workerID + "/latest", "key"}, {"GET", "/metrics", "key"},
 		{"GET", b + "/status", "keyOrToken"}, {"GET", b, "keyOrToken"}, {"GET", b + "/logs", "keyOrToken"},
 		{"GET", b + "/download", "keyOrToken"}, {"GET", b + "/download/source", "keyOrToken"},
 		{"POST", b + "/cancel", "keyOrToken"}, {"POST", b + "/retry", "keyOrToken"},

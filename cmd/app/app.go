@@ -92,6 +92,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MaxResultSize: cfg.MaxResultSize,
 		DrainTimeout:  cfg.DrainTimeout,
 		HeaderTimeout: cfg.HeaderTimeout,
+		MetricsPublic: cfg.MetricsPublic,
 		Clock:         cfg.Clock,
 	}, q, db, files, log.With("service", "http"))
 	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: files, HTTP: srv},

@@ -1,0 +1,153 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/store"
+)
+
+// QueueMetrics is what the metrics read from the queue manager.
+type QueueMetrics interface {
+	Stats(ctx context.Context) (actors.QueueStats, error)
+	Counters() actors.Counters
+}
+
+// metrics are the Prometheus metrics of GET /metrics. Request metrics are
+// recorded by the request middleware; build, worker and queue figures are
+// read at scrape time from the same sources /health uses (the database and
+// the queue manager), so they never drift.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	bytesIn  *prometheus.CounterVec
+	bytesOut *prometheus.CounterVec
+}
+
+func newMetrics(st Store, q QueueMetrics) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "controller_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "controller_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"method", "route"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "controller_upload_bytes_total", Help: "Bytes of files stored, by kind (source, certs, result).",
+		}, []string{"kind"}),
+		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "controller_download_bytes_total", Help: "Bytes of stored files sent to clients.",
+		}, []string{"kind"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{store: st, queue: q})
+	return m
+}
+
+func (m *metrics) observeRequest(method, route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+func kindName(k actors.Kind) string {
+	switch k {
+	case actors.KindSource:
+		return "source"
+	case actors.KindCerts:
+		return "certs"
+	default:
+		return "result"
+	}
+}
+
+var (
+	descBuilds = prometheus.NewDesc("controller_builds", "Builds by status (cancelled builds count as failed).",
+		[]string{"status"}, nil)
+	descWorkers = prometheus.NewDesc("controller_workers", "Workers by status.", []string{"status"}, nil)
+	descQueue   = prometheus.NewDesc("controller_queue_depth", "Builds waiting in the queue manager's queue.", nil, nil)
+	descRunning = prometheus.NewDesc("controller_builds_running", "Builds held by a worker, as the queue manager sees them.", nil, nil)
+	descAssign  = prometheus.NewDesc("controller_assignments_total", "Builds handed to a worker.", nil, nil)
+	descRequeue = prometheus.NewDesc("controller_requeues_total", "Running builds returned to pending (timeout or unregister).", nil, nil)
+	descTimeout = prometheus.NewDesc("controller_build_timeouts_total", "Builds whose liveness expired.", nil, nil)
+	descTOFail  = prometheus.NewDesc("controller_build_timeout_failures_total", "Builds failed after their last allowed timeout.", nil, nil)
+	descFinish  = prometheus.NewDesc("controller_finishes_total", "Uploads that completed or failed a build.", nil, nil)
+	descUp      = prometheus.NewDesc("controller_database_up", "1 if the database answered the scrape's queries.", nil, nil)
+)
+
+// stateCollector reads the current state at scrape time.
+type stateCollector struct {
+	store Store
+	queue QueueMetrics
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBuilds, descWorkers, descQueue, descRunning, descAssign, descRequeue,
+		descTimeout, descTOFail, descFinish, descUp} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	up := 1.0
+	if counts, err := c.store.BuildCounts(ctx); err == nil {
+		for status, n := range map[string]int{store.StatusPending: counts.Pending, store.StatusAssigned: counts.Assigned,
+			store.StatusBuilding: counts.Building, store.StatusCompleted: counts.Completed, store.StatusFailed: counts.Failed} {
+			ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.GaugeValue, float64(n), status)
+		}
+	} else {
+		up = 0
+	}
+	if workers, err := c.store.ListWorkers(ctx); err == nil {
+		by := map[string]int{store.WorkerIdle: 0, store.WorkerBuilding: 0, store.WorkerOffline: 0}
+		for _, w := range workers {
+			by[w.Status]++
+		}
+		for status, n := range by {
+			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), status)
+		}
+	} else {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
+	if qs, err := c.queue.Stats(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(qs.Pending))
+		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(qs.Running))
+	}
+	k := c.queue.Counters()
+	ch <- prometheus.MustNewConstMetric(descAssign, prometheus.CounterValue, float64(k.Assignments))
+	ch <- prometheus.MustNewConstMetric(descRequeue, prometheus.CounterValue, float64(k.Requeues))
+	ch <- prometheus.MustNewConstMetric(descTimeout, prometheus.CounterValue, float64(k.Timeouts))
+	ch <- prometheus.MustNewConstMetric(descTOFail, prometheus.CounterValue, float64(k.TimeoutFailures))
+	ch <- prometheus.MustNewConstMetric(descFinish, prometheus.CounterValue, float64(k.Finishes))
+}
+
+// metricsHandler is GET /metrics in the Prometheus text format.
+func (s *Server) metricsHandler() echo.HandlerFunc {
+	h := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return func(c echo.Context) error {
+		h.ServeHTTP(c.Response(), c.Request())
+		return nil
+	}
+}
+
+func (s *Server) metricsRoute(e *echo.Echo) {
+	var mw []echo.MiddlewareFunc
+	if !s.cfg.MetricsPublic {
+		mw = append(mw, s.requireKey)
+	}
+	s.route(e, http.MethodGet, "/metrics", s.metricsHandler(), msgInternal, mw...)
+}
