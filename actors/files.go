@@ -242,7 +242,8 @@ func copyLimited(w io.Writer, h hash.Hash, r io.Reader, limit int64, progress fu
 }
 
 // Commit renames the staged file to kind/<id><ext> and fsyncs the directory.
-// It returns the path relative to the root. On failure the temporary file is
+// It returns the path relative to the root. On failure nothing is left: the
+// temporary file, or the renamed file if the directory sync failed, is
 // removed.
 func (s *Staged) Commit(id, ext string) (string, error) {
 	rel, err := RelPath(s.kind, id, ext)
@@ -261,7 +262,12 @@ func (s *Staged) Commit(id, ext string) (string, error) {
 	}
 	s.path = ""
 	if err := s.f.fs.SyncDir(filepath.Dir(dst)); err != nil {
-		return rel, fmt.Errorf("sync directory: %w", err)
+		// The rename may not survive a power loss: undo it, so that a failed
+		// commit leaves nothing.
+		if rerr := s.f.fs.Remove(dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			s.f.log.Error("removing a file whose directory could not be synced", "err", rerr)
+		}
+		return "", fmt.Errorf("sync directory: %w", err)
 	}
 	return rel, nil
 }
@@ -339,17 +345,24 @@ func (f *FileStore) Delete(rel string) error {
 	return nil
 }
 
-// CheckWritable reports whether the root exists and accepts a new file.
+// CheckWritable reports whether each storage directory exists and accepts a
+// new file. The probes are temporary files, so a crash mid-probe leaves
+// nothing that the next start does not remove.
 func (f *FileStore) CheckWritable() error {
-	tmp, err := f.fs.CreateTemp(f.root, tempPrefix+f.bootID+"-probe-*")
-	if err != nil {
-		return err
+	for _, k := range []Kind{KindSource, KindCerts, KindResult} {
+		tmp, err := f.fs.CreateTemp(filepath.Join(f.root, k.dir()), tempPrefix+f.bootID+"-probe-*")
+		if err != nil {
+			return err
+		}
+		name := tmp.Name()
+		_, werr := tmp.Write([]byte("ok"))
+		cerr := tmp.Close()
+		rerr := f.fs.Remove(name)
+		if err := errors.Join(werr, cerr, rerr); err != nil {
+			return err
+		}
 	}
-	name := tmp.Name()
-	_, werr := tmp.Write([]byte("ok"))
-	cerr := tmp.Close()
-	rerr := f.fs.Remove(name)
-	return errors.Join(werr, cerr, rerr)
+	return nil
 }
 
 // ReadAll reads a whole stored file of at most limit bytes (the certs bundle,

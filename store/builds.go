@@ -196,6 +196,9 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 			return err
 		}
 		if err := oneRow(res, ErrConflict); err != nil {
+			if _, gerr := getBuild(ctx, tx, buildID); gerr != nil {
+				return gerr // ErrNotFound
+			}
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',

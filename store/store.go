@@ -37,7 +37,10 @@ var (
 	ErrConflict = errors.New("store: conflicting state")
 	// ErrNotAssignee means the worker is not the build's current assignee.
 	ErrNotAssignee = errors.New("store: worker is not the current assignee")
-	// ErrTimeout means the operation did not finish within its deadline.
+	// ErrTimeout means the operation did not finish within its deadline or
+	// its context was cancelled. (SQLite's busy wait for a lock held by
+	// another process — a backup, the sqlite3 shell — is bounded by the busy
+	// timeout, 5 s, not by the context.)
 	ErrTimeout = errors.New("store: operation timed out")
 	// ErrInternal wraps every other database failure. Its text is for logs only.
 	ErrInternal = errors.New("store: internal error")

@@ -35,7 +35,8 @@ CREATE TABLE builds (
 );
 
 CREATE INDEX builds_by_status ON builds (status, submitted_at, id);
-CREATE INDEX builds_by_worker ON builds (worker_id) WHERE worker_id IS NOT NULL;
+-- The build a worker holds: partial, so finished builds never slow the lookup.
+CREATE INDEX builds_running_by_worker ON builds (worker_id) WHERE status IN ('assigned', 'building');
 
 CREATE TABLE build_logs (
     build_id  TEXT    NOT NULL REFERENCES builds (id),

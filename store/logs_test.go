@@ -1,0 +1,250 @@
+package store_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/store"
+)
+
+func seqs(entries []store.LogEntry) []int64 {
+	out := make([]int64, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.Seq)
+	}
+	return out
+}
+
+func TestAppendLogs(t *testing.T) {
+	t.Parallel()
+
+	t.Run("SequenceAcrossCalls/OK", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0) // "Build submitted" is seq 1
+
+		n, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
+			{Level: store.LevelInfo, Message: "one"},
+			{Level: store.LevelWarn, Message: "two"},
+			{Level: store.LevelError, Message: "three"},
+		}, t0+100)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		n, err = d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
+			{Level: store.LevelInfo, Message: "four"},
+			{Level: store.LevelInfo, Message: "four"}, // duplicates are kept
+		}, t0+200)
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+
+		require.Equal(t, []store.LogEntry{
+			{Seq: 1, Timestamp: t0, Level: store.LevelInfo, Message: "Build submitted"},
+			{Seq: 2, Timestamp: t0 + 100, Level: store.LevelInfo, Message: "one"},
+			{Seq: 3, Timestamp: t0 + 100, Level: store.LevelWarn, Message: "two"},
+			{Seq: 4, Timestamp: t0 + 100, Level: store.LevelError, Message: "three"},
+			{Seq: 5, Timestamp: t0 + 200, Level: store.LevelInfo, Message: "four"},
+			{Seq: 6, Timestamp: t0 + 200, Level: store.LevelInfo, Message: "four"},
+		}, d.logs(t, b))
+	})
+
+	t.Run("SequencesArePerBuild", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		a, b := d.build(t, t0), d.build(t, t0)
+		for range 3 {
+			_, err := d.s.AppendLogs(t.Context(), a, "", []store.LogInput{{Level: store.LevelInfo, Message: "a"}}, t0)
+			require.NoError(t, err)
+		}
+		_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{{Level: store.LevelInfo, Message: "b"}}, t0)
+		require.NoError(t, err)
+		require.Equal(t, []int64{1, 2, 3, 4}, seqs(d.logs(t, a)))
+		require.Equal(t, []int64{1, 2}, seqs(d.logs(t, b)))
+	})
+
+	t.Run("Empty/OK", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0)
+		before := d.dump(t)
+		n, err := d.s.AppendLogs(t.Context(), b, "", nil, t0+1)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.Equal(t, before, d.dump(t))
+	})
+
+	t.Run("Worker/OK", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0)
+		n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{{Level: store.LevelInfo, Message: "from VM"}}, t0+7000)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		got := d.get(t, b)
+		require.Equal(t, store.StatusBuilding, got.Status, "a worker's log starts building")
+		require.Equal(t, ptr(t0+7000), got.LastActivityAt)
+		msgs := d.messages(t, b)
+		require.Equal(t, "info: from VM", msgs[len(msgs)-1])
+	})
+
+	t.Run("WorkerEmptyBatch/Liveness", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0)
+		n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{}, t0+7000)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.Equal(t, ptr(t0+7000), d.get(t, b).LastActivityAt)
+	})
+
+	refusals := []struct {
+		name    string
+		setup   func(t *testing.T, d *testDB) (buildID, workerID string)
+		wantErr error
+	}{
+		{"OtherWorker/NotAssignee", func(t *testing.T, d *testDB) (string, string) {
+			b, _ := d.running(t, "owner", t0)
+			return b, d.worker(t, "other", t0)
+		}, store.ErrNotAssignee},
+		{"UnknownWorker/NotAssignee", func(t *testing.T, d *testDB) (string, string) {
+			b, _ := d.running(t, "owner", t0)
+			return b, uuid.NewString()
+		}, store.ErrNotAssignee},
+		{"PendingBuild/NotAssignee", func(t *testing.T, d *testDB) (string, string) {
+			return d.build(t, t0), d.worker(t, "w", t0)
+		}, store.ErrNotAssignee},
+		{"FinishedBuild/NotAssignee", func(t *testing.T, d *testDB) (string, string) {
+			b, w := d.running(t, "w", t0)
+			require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: w, Now: t0 + 2000}))
+			return b, w
+		}, store.ErrNotAssignee},
+		{"WorkerNotFoundBuild/NotFound", func(t *testing.T, d *testDB) (string, string) {
+			return uuid.NewString(), d.worker(t, "w", t0)
+		}, store.ErrNotFound},
+		{"AdminNotFoundBuild/NotFound", func(t *testing.T, d *testDB) (string, string) {
+			d.build(t, t0)
+			return uuid.NewString(), ""
+		}, store.ErrNotFound},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := newTestDB(t)
+			b, w := tc.setup(t, d)
+			before := d.dump(t)
+			n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{
+				{Level: store.LevelInfo, Message: "x"}, {Level: store.LevelError, Message: "y"},
+			}, t0+50_000)
+			require.ErrorIs(t, err, tc.wantErr)
+			require.Zero(t, n)
+			require.Equal(t, before, d.dump(t), "nothing is written")
+		})
+	}
+
+	t.Run("BadLevel/AllOrNothing", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0)
+		before := d.dump(t)
+		n, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
+			{Level: store.LevelInfo, Message: "fine"},
+			{Level: "debug", Message: "not a level"},
+		}, t0+1)
+		require.ErrorIs(t, err, store.ErrInternal)
+		requireNoDriverError(t, err)
+		require.Zero(t, n)
+		require.Equal(t, before, d.dump(t))
+	})
+
+	t.Run("Concurrent/UniqueContiguous", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0)
+		const writers, each = 8, 5
+		errs := make(chan error, writers*each)
+		var wg sync.WaitGroup
+		for i := range writers {
+			wg.Go(func() {
+				for j := range each {
+					_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
+						{Level: store.LevelInfo, Message: fmt.Sprintf("%d-%d", i, j)},
+					}, t0+1)
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		logs := d.logs(t, b)
+		require.Len(t, logs, 1+writers*each)
+		for i, e := range logs {
+			require.Equal(t, int64(i+1), e.Seq)
+		}
+	})
+}
+
+func TestLogsAfter(t *testing.T) {
+	t.Parallel()
+	d := newTestDB(t)
+	b := d.build(t, t0)
+	_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
+		{Level: store.LevelInfo, Message: "2"}, {Level: store.LevelInfo, Message: "3"},
+		{Level: store.LevelInfo, Message: "4"},
+	}, t0+1)
+	require.NoError(t, err)
+	empty := d.build(t, t0)
+	d.exec(t, `DELETE FROM build_logs WHERE build_id = ?`, empty)
+
+	cases := []struct {
+		name    string
+		build   string
+		after   int64
+		want    []int64
+		wantErr error
+	}{
+		{"All", b, 0, []int64{1, 2, 3, 4}, nil},
+		{"NegativeIsAll", b, -5, []int64{1, 2, 3, 4}, nil},
+		{"Newer", b, 2, []int64{3, 4}, nil},
+		{"NothingNewer", b, 4, []int64{}, nil},
+		{"BeyondEnd", b, 100, []int64{}, nil},
+		{"BuildWithoutLogs", empty, 0, []int64{}, nil},
+		{"NotFound", uuid.NewString(), 0, nil, store.ErrNotFound},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := d.s.LogsAfter(t.Context(), tc.build, tc.after)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				require.Nil(t, got)
+				return
+			}
+			require.NoError(t, err)
+			require.NotNil(t, got, "an empty log is [], not null")
+			require.Equal(t, tc.want, seqs(got))
+		})
+	}
+
+	t.Run("LogsIsLogsAfterZero", func(t *testing.T) {
+		t.Parallel()
+		all, err := d.s.Logs(t.Context(), b)
+		require.NoError(t, err)
+		after, err := d.s.LogsAfter(t.Context(), b, 0)
+		require.NoError(t, err)
+		require.Equal(t, after, all)
+		require.Equal(t, []string{"Build submitted", "2", "3", "4"},
+			[]string{all[0].Message, all[1].Message, all[2].Message, all[3].Message})
+	})
+
+	t.Run("Logs/NotFound", func(t *testing.T) {
+		t.Parallel()
+		_, err := d.s.Logs(t.Context(), uuid.NewString())
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+}

@@ -1,0 +1,146 @@
+package store_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/store"
+)
+
+func TestBuildCounts(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Empty", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		c, err := d.s.BuildCounts(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, store.Counts{}, c)
+		require.Zero(t, c.Active())
+	})
+
+	t.Run("EveryState", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		d.build(t, t0)
+		d.build(t, t0)
+		d.running(t, "assigned", t0)
+		b, w := d.running(t, "building", t0)
+		require.NoError(t, d.s.TouchBuild(t.Context(), b, w, t0+2000))
+		b, w = d.running(t, "completed", t0)
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: w, Success: true,
+			ResultPath: "results/" + b + ".ipa", Now: t0 + 3000}))
+		b, w = d.running(t, "failed", t0)
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: w, Now: t0 + 3000}))
+		_, err := d.s.CancelBuild(t.Context(), d.build(t, t0), t0+4000)
+		require.NoError(t, err)
+
+		c, err := d.s.BuildCounts(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, store.Counts{Pending: 2, Assigned: 1, Building: 1, Completed: 1, Failed: 2}, c)
+		require.Equal(t, 2, c.Active())
+	})
+}
+
+func TestStats(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Empty/AllZero", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		st, err := d.s.Stats(t.Context(), t0, t0)
+		require.NoError(t, err)
+		require.Equal(t, store.Stats{}, st)
+	})
+
+	t.Run("RealData", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		const (
+			dayStart    = t0 + 86_400_000 // 00:00 UTC "today"
+			now         = dayStart + 3_600_000
+			onlineSince = now - 120_000
+		)
+
+		// Workers: seen inside the window (idle, building, exactly at the edge),
+		// seen too long ago, and offline though recently seen.
+		online := d.worker(t, "online", onlineSince+5)
+		edge := d.worker(t, "edge", onlineSince)
+		d.worker(t, "stale", onlineSince-1)
+		offline := d.worker(t, "offline", now)
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), offline, store.WorkerOffline, now))
+
+		// Completed yesterday: 10 s of build time, not today.
+		b := d.build(t, t0)
+		require.NoError(t, d.s.AssignBuild(t.Context(), b, online, dayStart-20_000))
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: online, Success: true,
+			ResultPath: "results/" + b + ".ipa", Now: dayStart - 10_000}))
+		// Completed exactly at the day start: 5 s, today.
+		b = d.build(t, t0)
+		require.NoError(t, d.s.AssignBuild(t.Context(), b, online, dayStart-5_000))
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, online, dayStart-4_000, nil,
+			&store.CPUSnapshot{CPUPercent: 40, MemoryMB: 100}))
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: online, Success: true,
+			ResultPath: "results/" + b + ".ipa", Now: dayStart}))
+		// Failed today: 25 s, counted in total time but not in buildsToday.
+		b = d.build(t, t0)
+		require.NoError(t, d.s.AssignBuild(t.Context(), b, edge, dayStart+1_000))
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, edge, dayStart+2_000, nil,
+			&store.CPUSnapshot{CPUPercent: 100, MemoryMB: 100}))
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: edge, Now: dayStart + 26_000}))
+		// Cancelled while pending: finished, but no start time, so no build time.
+		_, err := d.s.CancelBuild(t.Context(), d.build(t, t0), dayStart+30_000)
+		require.NoError(t, err)
+		// One running (on "online": building) and two queued.
+		b = d.build(t, t0)
+		require.NoError(t, d.s.AssignBuild(t.Context(), b, online, now-1_000))
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, online, now-500, nil,
+			&store.CPUSnapshot{CPUPercent: 10, MemoryMB: 100}))
+		d.build(t, t0)
+		d.build(t, t0)
+
+		st, err := d.s.Stats(t.Context(), onlineSince, dayStart)
+		require.NoError(t, err)
+		const totalMS = 10_000 + 5_000 + 25_000
+		avgCPU := (40.0 + 100.0 + 10.0) / 3
+		require.Equal(t, store.Stats{
+			NodesOnline:      2,
+			BuildsQueued:     2,
+			ActiveBuilds:     1,
+			BuildsToday:      1,
+			TotalBuilds:      4,
+			TotalBuildTimeMS: totalMS,
+			TotalCPUCycles:   avgCPU / 100 * totalMS / 1000,
+		}, st)
+		require.InDelta(t, 20.0, st.TotalCPUCycles, 1e-9)
+	})
+
+	t.Run("NoSnapshots/ZeroCycles", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0) // started t0+1000
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: w, Success: true,
+			ResultPath: "results/" + b + ".ipa", Now: t0 + 61_000}))
+		st, err := d.s.Stats(t.Context(), t0, t0)
+		require.NoError(t, err)
+		require.Equal(t, int64(60_000), st.TotalBuildTimeMS)
+		require.Zero(t, st.TotalCPUCycles)
+		require.Equal(t, 1, st.BuildsToday)
+		require.Equal(t, 1, st.TotalBuilds)
+	})
+
+	t.Run("TimedOutFailure/KeepsStartTime", func(t *testing.T) {
+		t.Parallel()
+		// A build failed by timeout keeps started_at, so its time counts.
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0) // started t0+1000
+		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+2000, t0+301_000, 1)
+		require.NoError(t, err)
+		require.Equal(t, store.TimeoutFailed, out)
+		st, err := d.s.Stats(t.Context(), t0, t0)
+		require.NoError(t, err)
+		require.Equal(t, int64(300_000), st.TotalBuildTimeMS)
+		require.Zero(t, st.BuildsToday, "failed builds are not counted today")
+	})
+}
