@@ -1,0 +1,494 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+)
+
+// fetchAttempts is how often a source or certs download is tried when the
+// network or the controller (5xx) fails.
+const fetchAttempts = 3
+
+// maxPendingLogs bounds the log lines kept while the controller is not
+// accepting them.
+const maxPendingLogs = 1000
+
+// cpuSnapshotFailureLimit mirrors the host monitor: it stops after five
+// failures in a row.
+const cpuSnapshotFailureLimit = 5
+
+// abandonedError means the controller no longer considers the build ours
+// (403: cancelled, timed out or reassigned; 404: gone). The build is dropped
+// without an upload.
+type abandonedError struct{ cause error }
+
+func (e *abandonedError) Error() string { return "build abandoned: " + e.cause.Error() }
+func (e *abandonedError) Unwrap() error { return e.cause }
+
+// build is one fake build in progress. Only the worker's goroutine touches it.
+type build struct {
+	w           *worker
+	job         *job
+	start       time.Time
+	stage       string
+	hasCerts    bool
+	sourceSize  int64
+	heartbeats  int
+	cpuFailures int
+	progress    int
+	pending     []logLine // lines not yet accepted by the controller
+}
+
+// logLine is one build log entry as POST /api/builds/:id/logs takes it.
+type logLine struct {
+	Level   string `json:"level"`
+	Message string `json:"message"`
+	stage   string
+}
+
+// build runs one job to its end: a result or failure upload, or an
+// abandonment (403, or ctx ended). It never returns an error: everything is
+// reported on the console and the worker goes back to polling.
+func (w *worker) build(ctx context.Context, j *job) {
+	w.out.Infof("got build %s (%s)", shortID(j.ID), j.Platform)
+	b := &build{w: w, job: j, start: w.now(), stage: "starting"}
+	err := b.run(ctx)
+	var ab *abandonedError
+	switch {
+	case ctx.Err() != nil:
+		w.out.Infof("stopping: abandoning build %s", shortID(j.ID))
+	case errors.As(err, &ab):
+		w.out.Warnf("build %s was cancelled or reassigned (%s); abandoning it", shortID(j.ID), describe(ab.cause))
+	case err != nil:
+		w.out.Errorf("build %s: %v", shortID(j.ID), err)
+	}
+}
+
+func (b *build) run(ctx context.Context) error {
+	path, err := b.downloadSource(ctx)
+	if path != "" {
+		defer os.Remove(path)
+	}
+	if err != nil {
+		if err := b.fatal(ctx, err); err != nil {
+			return err
+		}
+		b.w.out.Errorf("source download failed: %s", describe(err))
+		return b.report(ctx, false, "Failed to download source: "+describe(err))
+	}
+	b.w.out.Infof("downloaded source %s", humanSize(b.sourceSize))
+
+	if b.job.CertsURL != nil {
+		if err := b.retry(ctx, "certs download", b.fetchCerts); err != nil {
+			if err := b.fatal(ctx, err); err != nil {
+				return err
+			}
+			b.w.out.Errorf("certs download failed: %s", describe(err))
+			return b.report(ctx, false, "Failed to fetch signing certificates: "+describe(err))
+		}
+		b.hasCerts = true
+	} else if b.job.Platform == "ios" {
+		b.w.out.Infof("no signing certs for this iOS build (fine for the mock: building unsigned)")
+	}
+
+	success := b.w.rng.Float64() >= b.w.cfg.FailRate
+	script, failure := buildScript(b.job.Platform, b.sourceSize, b.hasCerts, success, b.w.cfg.ResultSize)
+	b.w.out.Infof("building %s for %s…", b.job.Platform, b.w.cfg.BuildTime)
+	if err := b.simulate(ctx, script); err != nil {
+		return err
+	}
+	return b.report(ctx, success, failure)
+}
+
+// fatal returns what ends the build at once for err: the context's error
+// when stopping, an *abandonedError for a 403 or 404 Build not found, else
+// nil (the caller reports a failure).
+func (b *build) fatal(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ab *abandonedError
+	if errors.As(err, &ab) {
+		return ab
+	}
+	var ae *apiError
+	if errors.As(err, &ae) && (ae.Status == http.StatusForbidden ||
+		(ae.Status == http.StatusNotFound && ae.Message == "Build not found")) {
+		return &abandonedError{cause: err}
+	}
+	return nil
+}
+
+// check handles the outcome of a request made during the build: nil on
+// success or on a failure worth ignoring (it is printed), else what ends the
+// build (see fatal).
+func (b *build) check(ctx context.Context, err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if err := b.fatal(ctx, err); err != nil {
+		return err
+	}
+	b.w.out.Warnf("%s failed (%s); carrying on", what, describe(err))
+	return nil
+}
+
+// retryable says whether a failed download is worth another try: transport
+// errors, 429 and 5xx answers.
+func retryable(err error) bool {
+	s := statusOf(err)
+	return s == 0 || s == http.StatusTooManyRequests || s >= 500
+}
+
+// retry runs fn up to fetchAttempts times while it fails with a retryable
+// error, waiting with backoff in between.
+func (b *build) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = fn(ctx)
+		if err == nil || ctx.Err() != nil || b.fatal(ctx, err) != nil || !retryable(err) || attempt == fetchAttempts {
+			return err
+		}
+		d := b.w.backoff(attempt)
+		b.w.out.Warnf("%s failed (%s); retrying in %s", what, describe(err), d)
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *build) buildPath(suffix string) string {
+	return "/api/builds/" + url.PathEscape(b.job.ID) + suffix
+}
+
+// downloadSource streams source_url to a temporary file and checks its size
+// against Content-Length. It returns the file's path (also on failure, if
+// one was left to remove).
+func (b *build) downloadSource(ctx context.Context) (string, error) {
+	var path string
+	err := b.retry(ctx, "source download", func(ctx context.Context) error {
+		p, n, err := b.fetchSource(ctx)
+		if err == nil {
+			path, b.sourceSize = p, n
+		}
+		return err
+	})
+	return path, err
+}
+
+func (b *build) fetchSource(ctx context.Context) (string, int64, error) {
+	req, err := b.w.api.newRequest(ctx, http.MethodGet, b.job.SourceURL, nil, auth{workerID: b.w.id})
+	if err != nil {
+		return "", 0, err
+	}
+	resp, err := b.w.api.hc.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b.w.out.Debugf("GET %s → %d", req.URL.Path, resp.StatusCode)
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+		return "", 0, answerError(req, resp.StatusCode, raw)
+	}
+	f, err := os.CreateTemp(b.w.cfg.TempDir, "mock-worker-source-*.zip")
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
+		err = fmt.Errorf("source truncated: got %d of %d bytes", n, resp.ContentLength)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", 0, err
+	}
+	return f.Name(), n, nil
+}
+
+// certsBundle is the answer of GET /api/builds/:id/certs-secure (§4.4).
+type certsBundle struct {
+	P12                  *string   `json:"p12"`
+	P12Password          *string   `json:"p12Password"`
+	KeychainPassword     *string   `json:"keychainPassword"`
+	ProvisioningProfiles *[]string `json:"provisioningProfiles"`
+}
+
+// fetchCerts fetches certs-secure the way the VM bootstrap does and checks
+// that the four fields decode. Secrets are never printed.
+func (b *build) fetchCerts(ctx context.Context) error {
+	var c certsBundle
+	_, err := b.w.api.call(ctx, http.MethodGet, b.buildPath("/certs-secure"),
+		auth{workerID: b.w.id, buildID: b.job.ID}, nil, &c)
+	if err != nil {
+		return err
+	}
+	p12, err := c.validate()
+	if err != nil {
+		return err
+	}
+	b.w.out.Infof("fetched signing certs: p12 %s, %d provisioning profile(s)", humanSize(int64(p12)), len(*c.ProvisioningProfiles))
+	return nil
+}
+
+// validate checks the bundle like the VM bootstrap: all four fields
+// present; p12 non-empty standard base64; keychainPassword and every
+// provisioning profile base64; p12Password is used as plain text (the VM
+// passes it to the installer as is). It returns the p12's decoded size.
+func (c certsBundle) validate() (int, error) {
+	if c.P12 == nil || c.P12Password == nil || c.KeychainPassword == nil || c.ProvisioningProfiles == nil {
+		return 0, errors.New("certs-secure answer lacks p12, p12Password, keychainPassword or provisioningProfiles")
+	}
+	p12, err := base64.StdEncoding.DecodeString(*c.P12)
+	if err != nil || len(p12) == 0 {
+		return 0, errors.New("certs-secure p12 is empty or not base64")
+	}
+	if _, err := base64.StdEncoding.DecodeString(*c.KeychainPassword); err != nil {
+		return 0, errors.New("certs-secure keychainPassword is not base64")
+	}
+	for i, p := range *c.ProvisioningProfiles {
+		if _, err := base64.StdEncoding.DecodeString(p); err != nil {
+			return 0, fmt.Errorf("certs-secure provisioning profile %d is not base64", i+1)
+		}
+	}
+	return len(p12), nil
+}
+
+// simulate plays the script over the build time: lines go out in batches of
+// --log-batch, progress heartbeats at each quarter, and telemetry (a
+// monitor_started, then a heartbeat and a keyless cpu_snapshot every
+// heartbeat interval, the first at once).
+func (b *build) simulate(ctx context.Context, script []logLine) error {
+	if err := b.check(ctx, b.telemetry(ctx, false, "monitor_started", map[string]any{}), "telemetry"); err != nil {
+		return err
+	}
+	if err := b.tick(ctx); err != nil {
+		return err
+	}
+	ticker := time.NewTicker(b.w.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	n := len(script)
+	lineAt := func(i int) time.Duration { // when line i (0-based) is due
+		return time.Duration(int64(b.w.cfg.BuildTime) * int64(i+1) / int64(n))
+	}
+	next := time.NewTimer(lineAt(0))
+	defer next.Stop()
+	for i := 0; i < n; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+			if err := b.tick(ctx); err != nil {
+				return err
+			}
+		case <-next.C:
+			line := script[i]
+			i++
+			b.stage = line.stage
+			b.pending = append(b.pending, line)
+			if len(b.pending) >= b.w.cfg.LogBatch || i == n {
+				if err := b.flush(ctx); err != nil {
+					return err
+				}
+			}
+			if q := 100 * i / n / 25 * 25; q > b.progress {
+				b.progress = q
+				if err := b.reportProgress(ctx, q); err != nil {
+					return err
+				}
+			}
+			if i < n {
+				next.Reset(max(0, lineAt(i)-b.w.now().Sub(b.start)))
+			}
+		}
+	}
+	if len(b.pending) > 0 {
+		b.w.out.Warnf("dropping %d log line(s) the controller did not take", len(b.pending))
+		b.pending = nil
+	}
+	return nil
+}
+
+// flush posts the pending lines as one batch. On a failure worth ignoring
+// the lines are kept for the next batch, up to maxPendingLogs.
+func (b *build) flush(ctx context.Context) error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	var resp struct {
+		Count int `json:"count"`
+	}
+	_, err := b.w.api.call(ctx, http.MethodPost, b.buildPath("/logs"), auth{workerID: b.w.id},
+		map[string]any{"logs": b.pending}, &resp)
+	if err == nil {
+		b.w.out.Debugf("posted %d log line(s) (%d stored)", len(b.pending), resp.Count)
+		b.pending = nil
+		return nil
+	}
+	if err := b.check(ctx, err, "posting logs"); err != nil {
+		return err
+	}
+	if extra := len(b.pending) - maxPendingLogs; extra > 0 {
+		b.pending = b.pending[extra:]
+	}
+	return nil
+}
+
+// reportProgress sends POST /api/builds/:id/heartbeat?worker_id= with the
+// progress in percent.
+func (b *build) reportProgress(ctx context.Context, percent int) error {
+	_, err := b.w.api.call(ctx, http.MethodPost,
+		b.buildPath("/heartbeat")+"?worker_id="+url.QueryEscape(b.w.id), auth{},
+		map[string]any{"progress": percent}, nil)
+	if err == nil {
+		b.w.out.Debugf("progress %d%%", percent)
+	}
+	return b.check(ctx, err, "progress heartbeat")
+}
+
+// tick sends one VM heartbeat (with the API key) and one host CPU snapshot
+// (without it, like the host monitor; it gives up after five failures).
+func (b *build) tick(ctx context.Context) error {
+	b.heartbeats++
+	rng := b.w.rng
+	cpu := math.Round((35+rng.Float64()*60)*10) / 10
+	mem := 1800 + rng.IntN(4400)
+	data := map[string]any{
+		"heartbeat_count": b.heartbeats,
+		"stage":           b.stage,
+		"metrics": map[string]any{
+			"cpu_percent":  cpu,
+			"memory_mb":    mem,
+			"disk_percent": math.Round((30+rng.Float64()*25)*10) / 10,
+			"processes":    180 + rng.IntN(240),
+		},
+		"uptime_seconds": int(b.w.now().Sub(b.start).Seconds()),
+	}
+	if err := b.check(ctx, b.telemetry(ctx, false, "heartbeat", data), "telemetry heartbeat"); err != nil {
+		return err
+	}
+	if b.cpuFailures >= cpuSnapshotFailureLimit {
+		return nil
+	}
+	err := b.telemetry(ctx, true, "cpu_snapshot", map[string]any{"cpu_percent": cpu, "memory_mb": mem})
+	if err == nil {
+		b.cpuFailures = 0
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	b.cpuFailures++
+	if b.cpuFailures == cpuSnapshotFailureLimit {
+		b.w.out.Warnf("CPU snapshot failed %d times in a row (%s); no more for this build", b.cpuFailures, describe(err))
+	} else {
+		b.w.out.Debugf("CPU snapshot failed (%s)", describe(err))
+	}
+	return nil
+}
+
+type telemetryEvent struct {
+	Type      string `json:"type"`
+	Timestamp string `json:"timestamp"`
+	Data      any    `json:"data"`
+}
+
+// telemetry posts one event to POST /api/builds/:id/telemetry with
+// X-Worker-Id and X-Build-Id, and the API key unless keyless.
+func (b *build) telemetry(ctx context.Context, keyless bool, typ string, data any) error {
+	ev := telemetryEvent{Type: typ, Timestamp: b.w.now().UTC().Format("2006-01-02T15:04:05.000Z"), Data: data}
+	_, err := b.w.api.call(ctx, http.MethodPost, b.buildPath("/telemetry"),
+		auth{noKey: keyless, workerID: b.w.id, buildID: b.job.ID}, ev, nil)
+	if err == nil {
+		b.w.out.Debugf("telemetry %s sent (keyless: %t)", typ, keyless)
+	}
+	return err
+}
+
+// report uploads the outcome. A non-200 answer other than 403/409 (which
+// mean the build is no longer ours) is followed by one success=false post,
+// like the Swift worker.
+func (b *build) report(ctx context.Context, success bool, failure string) error {
+	status, sent, err := b.upload(ctx, success, failure)
+	if err == nil {
+		if success {
+			b.w.out.Infof("uploaded result %s → %s", humanSize(sent), status)
+		} else {
+			b.w.out.Infof("reported failure %q → %s", failure, status)
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if s := statusOf(err); s == http.StatusForbidden || s == http.StatusConflict {
+		return &abandonedError{cause: err}
+	}
+	b.w.out.Warnf("upload failed (%s); reporting the build as failed instead", describe(err))
+	msg := "Result upload failed: " + describe(err)
+	status, _, err = b.upload(ctx, false, msg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("the failure report failed too: %s", describe(err))
+	}
+	b.w.out.Infof("reported failure %q → %s", msg, status)
+	return nil
+}
+
+// upload sends one POST /api/workers/upload, streaming the fake result on
+// success. It returns the answer's status field and the result bytes sent.
+func (b *build) upload(ctx context.Context, success bool, failure string) (string, int64, error) {
+	form := uploadForm{BuildID: b.job.ID, WorkerID: b.w.id, Success: success}
+	var counter *countingReader
+	if success {
+		counter = &countingReader{r: resultReader(b.job.ID, b.w.cfg.ResultSize)}
+		form.File, form.FileName = counter, resultFileName(b.job.Platform)
+	} else {
+		form.ErrorMessage = failure
+	}
+	body, contentType, wait := uploadBody(form)
+	req, err := b.w.api.newRequest(ctx, http.MethodPost, "/api/workers/upload", body, auth{})
+	if err != nil {
+		wait()
+		return "", 0, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	resp, err := b.w.api.hc.Do(req)
+	wait() // the answer is in (or the request failed): the body is done
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	b.w.out.Debugf("POST %s → %d", req.URL.Path, resp.StatusCode)
+	if resp.StatusCode != http.StatusOK { // exactly 200, like the Swift worker
+		return "", 0, answerError(req, resp.StatusCode, raw)
+	}
+	var out struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(raw, &out)
+	if out.Status == "" {
+		out.Status = "ok"
+	}
+	var sent int64
+	if counter != nil {
+		sent = counter.n
+	}
+	return out.Status, sent, nil
+}
