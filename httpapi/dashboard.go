@@ -25,7 +25,10 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"inc": func(i int) int { return i + 1 },
 }).ParseFS(webFiles, "web/*.html"))
 
-const dashboardBuildLimit = 100
+const (
+	dashboardBuildLimit = 100
+	buildPageLogLines   = 2000
+)
 
 // The dashboard (§3.3) is public and shows no secret: no token, no key, no
 // worker id (a worker id plus a build id opens keyless telemetry), no Apple
@@ -304,7 +307,8 @@ func (s *Server) buildPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	entries, err := s.store.Logs(c.Request().Context(), b.ID)
+	// The page shows the first lines; its script fetches the rest page by page.
+	entries, err := s.store.LogPage(c.Request().Context(), b.ID, 0, buildPageLogLines)
 	if err != nil {
 		return internal(failMsg(c), err)
 	}
@@ -314,7 +318,7 @@ func (s *Server) buildPage(c echo.Context) error {
 	}
 	now := s.cfg.Clock.Now()
 	v := buildPageView{Build: toDashBuild(b, names, now.UnixMilli()), Logs: toPageLogs(entries),
-		Finished: b.Finished(), Generated: fmtTime(now.UnixMilli())}
+		Finished: b.Finished() && len(entries) < buildPageLogLines, Generated: fmtTime(now.UnixMilli())}
 	if n := len(entries); n > 0 {
 		v.LastSeq = entries[n-1].Seq
 	}
@@ -341,7 +345,7 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 		return err
 	}
 	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
-	entries, err := s.store.LogsAfter(c.Request().Context(), b.ID, after)
+	entries, err := s.store.LogPage(c.Request().Context(), b.ID, after, logPageSize)
 	if errors.Is(err, store.ErrNotFound) {
 		return fail(http.StatusNotFound, msgBuildNotFound)
 	}

@@ -46,8 +46,7 @@ type Store interface {
 	PendingBuilds(ctx context.Context) ([]store.Build, error)
 	BuildCounts(ctx context.Context) (store.Counts, error)
 	Stats(ctx context.Context, onlineSince, dayStart int64) (store.Stats, error)
-	Logs(ctx context.Context, buildID string) ([]store.LogEntry, error)
-	LogsAfter(ctx context.Context, buildID string, after int64) ([]store.LogEntry, error)
+	LogPage(ctx context.Context, buildID string, after int64, limit int) ([]store.LogEntry, error)
 	AppendLogs(ctx context.Context, buildID, workerID string, lines []store.LogInput, now int64) (int, error)
 	TouchBuild(ctx context.Context, buildID, workerID string, now int64) error
 	Heartbeat(ctx context.Context, buildID, workerID string, progress *float64, now int64) error
@@ -190,8 +189,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	ln, err := net.Listen("tcp", addr)
-	s.once.Do(func() { s.started <- err })
 	if err != nil {
+		s.once.Do(func() { s.started <- err })
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	srv := &http.Server{
@@ -203,6 +202,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	s.srv, s.addr = srv, ln.Addr()
 	s.mu.Unlock()
+	// Addr is set before anyone is told the server listens.
+	s.once.Do(func() { s.started <- nil })
 	select {
 	case <-s.ready:
 	default:

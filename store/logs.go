@@ -71,6 +71,13 @@ func (s *Store) Logs(ctx context.Context, buildID string) ([]LogEntry, error) {
 // LogsAfter returns the build's log entries with a sequence number above
 // after, in order, or ErrNotFound.
 func (s *Store) LogsAfter(ctx context.Context, buildID string, after int64) ([]LogEntry, error) {
+	return s.LogPage(ctx, buildID, after, -1)
+}
+
+// LogPage returns at most limit (-1: no limit) of the build's log entries
+// with a sequence number above after, in order, or ErrNotFound. Paging by
+// sequence number is consistent because the log is append-only.
+func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit int) ([]LogEntry, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	out := []LogEntry{}
@@ -79,7 +86,7 @@ func (s *Store) LogsAfter(ctx context.Context, buildID string, after int64) ([]L
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT seq, timestamp, level, message FROM build_logs
-			WHERE build_id = ? AND seq > ? ORDER BY seq`, buildID, after)
+			WHERE build_id = ? AND seq > ? ORDER BY seq LIMIT ?`, buildID, after, limit)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -410,4 +411,30 @@ func TestStatusNumbersAndTimes(t *testing.T) {
 	c.Clock.Advance(1234 * time.Millisecond)
 	b := c.Submit("ios", []byte("x"), nil)
 	require.Equal(t, float64(c.Clock.Now().UnixMilli()), c.Status(b.ID)["submitted_at"])
+}
+
+// TestLongLogStreamsInOrder: a log longer than one page (1000 entries) is
+// streamed whole and in order, and follows the same JSON shape.
+func TestLongLogStreamsInOrder(t *testing.T) {
+	t.Parallel()
+	c := Start(t)
+	b := c.Submit("ios", []byte("s"), nil)
+	w := c.Register("w")
+	c.Poll(w)
+	for batch := 0; batch < 5; batch++ {
+		lines := make([]map[string]string, 500)
+		for i := range lines {
+			lines[i] = map[string]string{"level": "info", "message": fmt.Sprintf("line %04d", batch*500+i)}
+		}
+		r := c.PostJSON("/api/builds/"+b.ID+"/logs", map[string]any{"logs": lines}, c.KeyH("X-Worker-Id", w))
+		require.Equal(t, http.StatusOK, r.Status)
+	}
+	msgs := c.LogMessages(b.ID)
+	require.Len(t, msgs, 2+2500)
+	for i := 0; i < 2500; i++ {
+		require.Equal(t, fmt.Sprintf("line %04d", i), msgs[2+i])
+	}
+	r := c.Get("/api/builds/"+b.ID+"/logs", H{"X-Build-Token": b.Token})
+	require.Equal(t, "application/json", r.Header.Get("Content-Type"))
+	require.Len(t, r.Object(t), 2)
 }

@@ -63,9 +63,10 @@ func TestStats(t *testing.T) {
 	require.Equal(t, zero, r.Object(t))
 
 	a := c.Submit("ios", []byte("a"), nil)
+	c.Clock.Advance(time.Millisecond) // queue order is (submitted_at, id)
 	c.Submit("ios", []byte("b"), nil)
 	w := c.Register("w")
-	c.Poll(w)
+	require.Equal(t, a.ID, c.Poll(w)["id"])
 	// Cached for 10 s, one cache for every path.
 	for _, p := range []string{"/api/stats", "/api/stats/", "/public/stats"} {
 		require.Equal(t, zero, c.Get(p, nil).Object(t), p)

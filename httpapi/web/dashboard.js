@@ -87,11 +87,16 @@
           text("build-sha", d.sha256);
           text("build-error", d.error);
           stamp();
-          finished = d.finished;
+          finished = d.finished && d.logs.length < 1000;
           setState(finished ? "● finished" : "● following", true);
+          return d;
         })
         .catch(function () { setState("● reconnecting", false); })
-        .then(function () { if (!finished) setTimeout(follow, 2000); });
+        .then(function (d) {
+          // A full page means more lines are waiting: fetch them at once.
+          if (d && d.logs && d.logs.length >= 1000) { follow(); return; }
+          if (!finished) setTimeout(follow, 2000);
+        });
     }
     setState(finished ? "● finished" : "● following", true);
     if (!finished) setTimeout(follow, 2000);

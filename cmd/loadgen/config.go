@@ -1,0 +1,225 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything a scenario needs: where the controller is, how hard
+// to push it and for how long. Zero values are not meaningful; start from
+// defaults().
+type Config struct {
+	URL      string
+	APIKey   string
+	Platform string
+	Timeout  time.Duration // per ordinary request; transfers have none
+
+	// idle
+	Duration    time.Duration // idle and logs
+	Concurrency int
+
+	// dispatch
+	Workers    int
+	Builds     int
+	Submitters int
+	IdlePause  time.Duration
+	ResultSize int64
+
+	// transfer
+	Size int64
+
+	// logs
+	LogBatch   int
+	LogWorkers int
+
+	// PID, when not 0, is the controller's process: its VmRSS is sampled
+	// every RSSInterval during each scenario.
+	PID         int
+	RSSInterval time.Duration
+
+	// Progress receives one-line progress notes (stderr); nil discards them.
+	Progress io.Writer
+}
+
+// defaults returns the configuration of a run without flags.
+func defaults() Config {
+	return Config{
+		URL: "http://localhost:3000", Platform: "android", Timeout: 60 * time.Second,
+		Duration: 10 * time.Second, Concurrency: 32,
+		Workers: 16, Builds: 2000, Submitters: 4, IdlePause: 5 * time.Millisecond, ResultSize: 4 << 10,
+		Size:     1 << 30,
+		LogBatch: 100, LogWorkers: 8,
+		RSSInterval: 50 * time.Millisecond,
+	}
+}
+
+// scenarioOrder is the order "all" runs them in.
+var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs"}
+
+// parseConfig reads the command line (and CONTROLLER_API_KEY through
+// getenv). It returns the configuration and the scenarios to run, in order.
+// -h gives flag.ErrHelp; any other mistake is an error after the usage.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, []string, error) {
+	cfg := defaults()
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scenario := "all"
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL")
+	fs.StringVar(&cfg.APIKey, "api-key", getenv("CONTROLLER_API_KEY"), "admin API key (env CONTROLLER_API_KEY)")
+	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, all, or a comma-separated list")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle and logs run")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "idle: polling workers (one goroutine each)")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "dispatch: workers taking builds")
+	fs.IntVar(&cfg.Builds, "builds", cfg.Builds, "dispatch: builds to submit")
+	fs.IntVar(&cfg.Submitters, "submitters", cfg.Submitters, "dispatch: goroutines submitting builds")
+	fs.DurationVar(&cfg.IdlePause, "idle-pause", cfg.IdlePause, "dispatch: pause of a worker after an empty poll")
+	sizeFlag(fs, &cfg.ResultSize, "result-size", "dispatch: result uploaded per build (KiB/MiB/GiB suffixes)")
+	sizeFlag(fs, &cfg.Size, "size", "transfer: source and result size (KiB/MiB/GiB suffixes)")
+	fs.IntVar(&cfg.PID, "pid", 0, "controller pid: sample /proc/<pid>/status VmRSS every 50ms")
+	fs.IntVar(&cfg.LogBatch, "log-batch", cfg.LogBatch, "logs: lines per POST")
+	fs.IntVar(&cfg.LogWorkers, "log-workers", cfg.LogWorkers, "logs: workers posting logs (one build each)")
+	fs.StringVar(&cfg.Platform, "platform", cfg.Platform, "platform of submitted builds: android or ios")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout (transfers have none)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion.\n"+
+			"Figures go to stdout as `figure name=value unit` lines, a summary to stderr.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return cfg, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	scenarios, err := parseScenarios(scenario)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, nil, err
+	}
+	cfg.URL = strings.TrimRight(cfg.URL, "/")
+	return cfg, scenarios, nil
+}
+
+func (c Config) validate() error {
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("invalid --url %q: want http(s)://host:port", c.URL)
+	}
+	if c.APIKey == "" {
+		return errors.New("an API key is required: --api-key or CONTROLLER_API_KEY")
+	}
+	if c.Platform != "android" && c.Platform != "ios" {
+		return fmt.Errorf("invalid --platform %q: android or ios", c.Platform)
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"concurrency", c.Concurrency}, {"workers", c.Workers}, {"builds", c.Builds},
+		{"submitters", c.Submitters}, {"log-batch", c.LogBatch}, {"log-workers", c.LogWorkers}} {
+		if v.n < 1 {
+			return fmt.Errorf("--%s must be at least 1", v.name)
+		}
+	}
+	if c.Duration <= 0 || c.Timeout <= 0 {
+		return errors.New("--duration and --timeout must be positive")
+	}
+	if c.IdlePause < 0 || c.PID < 0 {
+		return errors.New("--idle-pause and --pid cannot be negative")
+	}
+	if c.ResultSize < 1 || c.Size < 1 {
+		return errors.New("--result-size and --size must be at least 1 byte")
+	}
+	return nil
+}
+
+func parseScenarios(s string) ([]string, error) {
+	want := map[string]bool{}
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		switch name {
+		case "all":
+			for _, n := range scenarioOrder {
+				want[n] = true
+			}
+		case "idle", "dispatch", "transfer", "logs":
+			want[name] = true
+		default:
+			return nil, fmt.Errorf("unknown scenario %q: idle, dispatch, transfer, logs or all", name)
+		}
+	}
+	var out []string
+	for _, n := range scenarioOrder {
+		if want[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+type sizeValue struct{ p *int64 }
+
+func (s sizeValue) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return formatSize(*s.p)
+}
+
+func (s sizeValue) Set(v string) error {
+	n, err := parseSize(v)
+	if err == nil {
+		*s.p = n
+	}
+	return err
+}
+
+func sizeFlag(fs *flag.FlagSet, p *int64, name, usage string) { fs.Var(sizeValue{p}, name, usage) }
+
+// parseSize reads a byte count with an optional binary suffix: B, K/KB/KiB,
+// M/MB/MiB, G/GB/GiB (all powers of 1024, as the controller's own flags).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("invalid size %q: want a number with an optional KiB/MiB/GiB suffix", s)
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q: %w", s, err)
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+	m, ok := mult[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("invalid size %q: unknown suffix %q", s, t[i:])
+	}
+	if n > (1<<62)/m {
+		return 0, fmt.Errorf("invalid size %q: too large", s)
+	}
+	return n * m, nil
+}
+
+// formatSize prints a byte count with the largest exact binary suffix.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}

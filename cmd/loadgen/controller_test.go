@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/expo-free-agent/controller/cmd/app"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testKey = "loadgen-test-key-0123456789abcdef"
+
+// startController runs the real controller in this process on a temporary
+// directory and port 0 and returns its URL. It is stopped at cleanup.
+func startController(t *testing.T, change func(*app.Config)) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := app.Defaults()
+	cfg.Host, cfg.Port = "127.0.0.1", 0
+	cfg.DBPath = filepath.Join(dir, "data", "controller.db")
+	cfg.StoragePath = filepath.Join(dir, "storage")
+	cfg.APIKey = testKey
+	cfg.LogLevel = "warn"
+	cfg.DrainTimeout = 5 * time.Second
+	if change != nil {
+		change(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	select {
+	case <-a.HTTP.Ready():
+	case err := <-done:
+		t.Fatalf("controller stopped at start: %v", err)
+	}
+	return "http://" + a.HTTP.Addr().String()
+}
+
+// parseFigures reads the figure lines of out: name → value and unit. Every
+// line of stdout must be a figure line, each name once.
+func parseFigures(t *testing.T, out string) map[string]string {
+	t.Helper()
+	figs := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, "figure ")
+		require.True(t, ok, "stdout line %q is not a figure", line)
+		name, valueUnit, ok := strings.Cut(rest, "=")
+		require.True(t, ok, line)
+		value, unit, ok := strings.Cut(valueUnit, " ")
+		require.True(t, ok, line)
+		require.NotEmpty(t, unit, line)
+		_, err := strconv.ParseFloat(value, 64)
+		require.NoError(t, err, line)
+		require.NotContains(t, figs, name, "figure %s printed twice", name)
+		figs[name] = valueUnit
+	}
+	return figs
+}
+
+func TestAgainstController(t *testing.T) {
+	url := startController(t, nil)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "idle,dispatch,logs,transfer",
+		"--duration", "200ms", "--concurrency", "4", "--workers", "4", "--builds", "20", "--submitters", "2",
+		"--log-workers", "2", "--log-batch", "10", "--size", "3MiB", "--idle-pause", "2ms",
+		"--pid", strconv.Itoa(os.Getpid())}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr:\n%s", stderr.String())
+
+	figs := parseFigures(t, stdout.String())
+	for name, unit := range map[string]string{
+		"idle_poll_rps": "req/s", "idle_poll_p50": "ms", "idle_poll_p99": "ms", "idle_rss_growth": "MiB",
+		"dispatch_builds_per_s": "builds/s", "dispatch_assign_p50": "ms", "dispatch_assign_p99": "ms",
+		"dispatch_rss_peak":    "MiB",
+		"transfer_submit_mb_s": "MB/s", "transfer_upload_mb_s": "MB/s", "transfer_download_mb_s": "MB/s",
+		"transfer_rss_growth": "MiB", "transfer_upload_rss_baseline": "MiB",
+		"logs_lines_per_s": "lines/s", "logs_batch_p99": "ms",
+	} {
+		require.Contains(t, figs, name)
+		require.True(t, strings.HasSuffix(figs[name], " "+unit), "%s=%s", name, figs[name])
+	}
+	for name, want := range map[string]string{
+		"idle_errors": "0 count", "dispatch_errors": "0 count", "logs_errors": "0 count", "transfer_errors": "0 count",
+		"dispatch_double_assigned": "0 count", "dispatch_not_completed": "0 count", "dispatch_completed": "20 count",
+		"dispatch_status_checked": "20 count", "transfer_sha256_mismatch": "0 count", "logs_missing": "0 count",
+	} {
+		require.Equal(t, want, figs[name], name)
+	}
+	require.Contains(t, stderr.String(), "loadgen summary")
+	require.Contains(t, stderr.String(), "--- dispatch: OK")
+}
+
+func TestTransferRefusedShowsHint(t *testing.T) {
+	url := startController(t, func(c *app.Config) { c.MaxSourceSize = 1 << 20 })
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "transfer", "--size", "2MiB"},
+		func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	figs := parseFigures(t, stdout.String())
+	require.Equal(t, "1 count", figs["transfer_errors"])
+	require.Contains(t, stderr.String(), "HINT")
+	require.Contains(t, stderr.String(), "--max-source-size 1GiB")
+}
+
+func TestWrongKeyCountsErrors(t *testing.T) {
+	url := startController(t, nil)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--url", url, "--api-key", "wrong-key-0123456789abcdef", "--scenario", "idle",
+		"--duration", "50ms", "--concurrency", "2"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	figs := parseFigures(t, stdout.String())
+	require.Equal(t, "2 count", figs["idle_errors"], "both registrations were refused")
+	require.Contains(t, stderr.String(), "403")
+}

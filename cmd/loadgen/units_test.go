@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	cases := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"Empty", nil, 50, 0},
+		{"Single", []time.Duration{7}, 99, 7},
+		{"P50Of100", hundred, 50, 50 * time.Millisecond},
+		{"P99Of100", hundred, 99, 99 * time.Millisecond},
+		{"P100Of100", hundred, 100, 100 * time.Millisecond},
+		{"P1Of100", hundred, 1, 1 * time.Millisecond},
+		{"P0IsTheMinimum", hundred, 0, 1 * time.Millisecond},
+		{"P50OfTwo", []time.Duration{1, 9}, 50, 1},
+		{"P99OfTen", []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 99, 10},
+		{"P90OfTen", []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 90, 9},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, percentile(tc.sorted, tc.p))
+		})
+	}
+}
+
+func TestMergeSorted(t *testing.T) {
+	t.Parallel()
+	got := mergeSorted([]time.Duration{5, 1}, nil, []time.Duration{3, 2, 4})
+	require.Equal(t, []time.Duration{1, 2, 3, 4, 5}, got)
+	require.Empty(t, mergeSorted())
+}
+
+func TestFigureString(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		f    Figure
+		want string
+	}{
+		{Figure{"idle_poll_rps", 12345.6123, "req/s"}, "figure idle_poll_rps=12345.6 req/s"},
+		{Figure{"idle_poll_p50", 0.8, "ms"}, "figure idle_poll_p50=0.8 ms"},
+		{Figure{"idle_poll_p99", 4.1, "ms"}, "figure idle_poll_p99=4.1 ms"},
+		{Figure{"dispatch_builds_per_s", 612, "builds/s"}, "figure dispatch_builds_per_s=612 builds/s"},
+		{Figure{"dispatch_assign_p99", 21.004, "ms"}, "figure dispatch_assign_p99=21 ms"},
+		{Figure{"dispatch_assign_p50", 3.2456, "ms"}, "figure dispatch_assign_p50=3.25 ms"},
+		{Figure{"transfer_submit_mb_s", 310.04, "MB/s"}, "figure transfer_submit_mb_s=310 MB/s"},
+		{Figure{"transfer_rss_growth", 23.1, "MiB"}, "figure transfer_rss_growth=23.1 MiB"},
+		{Figure{"idle_poll_p50", 0.01234, "ms"}, "figure idle_poll_p50=0.012 ms"},
+		{Figure{"dispatch_errors", 0, "count"}, "figure dispatch_errors=0 count"},
+		{Figure{"transfer_rss_growth", -0.0001, "MiB"}, "figure transfer_rss_growth=0 MiB"},
+		{Figure{"transfer_rss_growth", -2.5, "MiB"}, "figure transfer_rss_growth=-2.5 MiB"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.want, func(t *testing.T) {
+			require.Equal(t, tc.want, tc.f.String())
+		})
+	}
+}
+
+func TestResultFinishAddsErrorsLast(t *testing.T) {
+	t.Parallel()
+	r := Result{Scenario: "idle"}
+	r.add("poll_rps", 10, "req/s")
+	r.Errors = 2
+	r.finish(nil)
+	require.Equal(t, Figure{"idle_errors", 2, "count"}, r.Figures[len(r.Figures)-1])
+	require.True(t, r.Failed())
+	var out bytes.Buffer
+	writeFigures(&out, r)
+	require.Equal(t, "figure idle_poll_rps=10 req/s\nfigure idle_errors=2 count\n", out.String())
+}
+
+const procStatus = `Name:	controller
+Umask:	0022
+State:	S (sleeping)
+Tgid:	4242
+Pid:	4242
+VmPeak:	 1299364 kB
+VmSize:	 1234752 kB
+VmLck:	       0 kB
+VmHWM:	   51672 kB
+VmRSS:	   48212 kB
+RssAnon:	   20436 kB
+RssFile:	   27776 kB
+Threads:	9
+`
+
+func TestParseVmRSS(t *testing.T) {
+	t.Parallel()
+	t.Run("OK", func(t *testing.T) {
+		n, err := parseVmRSS([]byte(procStatus))
+		require.NoError(t, err)
+		require.Equal(t, int64(48212*1024), n)
+	})
+	t.Run("NoVmRSS", func(t *testing.T) {
+		_, err := parseVmRSS([]byte("Name:\tkthreadd\nState:\tS (sleeping)\n"))
+		require.Error(t, err)
+	})
+	t.Run("BadUnit", func(t *testing.T) {
+		_, err := parseVmRSS([]byte("VmRSS:\t 12 MB\n"))
+		require.Error(t, err)
+	})
+	t.Run("BadNumber", func(t *testing.T) {
+		_, err := parseVmRSS([]byte("VmRSS:\t 1x2 kB\n"))
+		require.Error(t, err)
+	})
+	t.Run("OwnProcess", func(t *testing.T) {
+		if runtime.GOOS != "linux" {
+			t.Skip("needs /proc")
+		}
+		n, err := readRSS(os.Getpid())
+		require.NoError(t, err)
+		require.Positive(t, n)
+	})
+}
+
+func TestRSSSampler(t *testing.T) {
+	t.Parallel()
+	t.Run("BaselineAndPeak", func(t *testing.T) {
+		values := []int64{100, 300}
+		i := 0
+		read := func(int) (int64, error) { v := values[min(i, len(values)-1)]; i++; return v, nil }
+		// An hour-long interval: only the first and the final sample happen.
+		st := startRSS(1, time.Hour, read).Stop()
+		require.NoError(t, st.Err)
+		require.Equal(t, rssStats{Baseline: 100, Peak: 300, Samples: 2}, st)
+		require.Equal(t, int64(200), st.Growth())
+	})
+	t.Run("FirstReadFails", func(t *testing.T) {
+		boom := errors.New("no such process")
+		st := startRSS(1, time.Hour, func(int) (int64, error) { return 0, boom }).Stop()
+		require.ErrorIs(t, st.Err, boom)
+		require.Zero(t, st.Samples)
+		r := Result{Scenario: "idle"}
+		r.addRSS("rss", st)
+		require.Empty(t, r.Figures)
+		require.True(t, r.Failed())
+	})
+	t.Run("NoPid", func(t *testing.T) {
+		require.Equal(t, rssStats{}, startRSS(0, time.Hour, nil).Stop())
+	})
+}
+
+// readStream parses a generated body back with mime/multipart and returns
+// the text fields, the file part's size and its SHA-256.
+func readStream(t *testing.T, body io.Reader, contentType string) (map[string]string, string, int64, []byte) {
+	t.Helper()
+	mt, params, err := mime.ParseMediaType(contentType)
+	require.NoError(t, err)
+	require.Equal(t, "multipart/form-data", mt)
+	mr := multipart.NewReader(body, params["boundary"])
+	fields := map[string]string{}
+	var fileName string
+	var size int64
+	var sum []byte
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		if p.FileName() == "" {
+			b, err := io.ReadAll(p)
+			require.NoError(t, err)
+			fields[p.FormName()] = string(b)
+			continue
+		}
+		require.Empty(t, fileName, "one file part only")
+		fileName = p.FormName() + "/" + p.FileName()
+		h := sha256.New()
+		size, err = io.Copy(h, p)
+		require.NoError(t, err)
+		sum = h.Sum(nil)
+	}
+	return fields, fileName, size, sum
+}
+
+func TestMultipartStream(t *testing.T) {
+	// Not parallel: it measures the allocations of the whole process.
+	const size = 64 << 20
+	const chunk = 64 << 10
+	fields := [][2]string{{"build_id", "b-1"}, {"worker_id", "w-1"}, {"success", "true"}}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, err := newMultipartStream(fields, filePart{Field: "result", FileName: "build.apk", Size: size}, newNoise(7), chunk)
+	require.NoError(t, err)
+	cr := &countingReader{r: s}
+	got, fileName, n, sum := readStream(t, cr, s.ContentType)
+	_, err = io.Copy(io.Discard, cr) // whatever follows the closing boundary
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	st := s.Wait()
+	runtime.ReadMemStats(&after)
+
+	require.NoError(t, st.Err)
+	require.Equal(t, map[string]string{"build_id": "b-1", "worker_id": "w-1", "success": "true"}, got)
+	require.Equal(t, "result/build.apk", fileName)
+	require.Equal(t, int64(size), n)
+	require.Equal(t, sum, st.SHA256, "the generator's digest is that of the bytes sent")
+	require.Equal(t, s.Length, cr.n, "Content-Length is exact")
+	require.Equal(t, s.Length, st.Written)
+
+	// The generator holds one chunk: it never writes more at once, and the
+	// whole run allocates far less than the 64 MiB it produced.
+	require.Equal(t, chunk, st.BufSize)
+	require.LessOrEqual(t, st.MaxWrite, chunk)
+	t.Logf("64 MiB streamed with %d bytes allocated, largest write %d", after.TotalAlloc-before.TotalAlloc, st.MaxWrite)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8<<20),
+		"generating and parsing 64 MiB must not allocate in proportion to the size")
+}
+
+func TestMultipartStreamReaderGoesAway(t *testing.T) {
+	t.Parallel()
+	s, err := newMultipartStream(nil, filePart{Field: "source", FileName: "p.zip", Size: 1 << 30}, newNoise(1), 4096)
+	require.NoError(t, err)
+	_, err = io.ReadFull(s, make([]byte, 10000))
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	st := s.Wait() // the generator stops instead of blocking forever
+	require.ErrorIs(t, st.Err, io.ErrClosedPipe)
+}
+
+func TestSmallMultipart(t *testing.T) {
+	t.Parallel()
+	data := zipLike(1024)
+	body, ct := smallMultipart([][2]string{{"platform", "android"}}, "source", "project.zip", data)
+	fields, fileName, n, sum := readStream(t, bytes.NewReader(body), ct)
+	require.Equal(t, map[string]string{"platform": "android"}, fields)
+	require.Equal(t, "source/project.zip", fileName)
+	require.Equal(t, int64(1024), n)
+	want := sha256.Sum256(data)
+	require.Equal(t, want[:], sum)
+	require.Equal(t, "PK\x03\x04", string(data[:4]))
+}
+
+func TestNoiseIsDeterministicAndFillsOddLengths(t *testing.T) {
+	t.Parallel()
+	a, b := make([]byte, 1003), make([]byte, 1003)
+	_, _ = newNoise(5).Read(a)
+	_, _ = newNoise(5).Read(b)
+	require.Equal(t, a, b)
+	require.NotEqual(t, make([]byte, 8), a[995:])
+}
+
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	env := func(k string) string {
+		if k == "CONTROLLER_API_KEY" {
+			return "env-key-0123456789abcdef"
+		}
+		return ""
+	}
+	t.Run("Defaults", func(t *testing.T) {
+		cfg, sc, err := parseConfig(nil, env, io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, []string{"idle", "dispatch", "transfer", "logs"}, sc)
+		require.Equal(t, "env-key-0123456789abcdef", cfg.APIKey)
+		require.Equal(t, "http://localhost:3000", cfg.URL)
+		require.Equal(t, 10*time.Second, cfg.Duration)
+		require.Equal(t, 32, cfg.Concurrency)
+		require.Equal(t, 16, cfg.Workers)
+		require.Equal(t, 2000, cfg.Builds)
+		require.Equal(t, int64(4<<10), cfg.ResultSize)
+		require.Equal(t, int64(1<<30), cfg.Size)
+		require.Equal(t, 100, cfg.LogBatch)
+		require.Equal(t, 8, cfg.LogWorkers)
+		require.Equal(t, "android", cfg.Platform)
+		require.Equal(t, 60*time.Second, cfg.Timeout)
+		require.Equal(t, 4, cfg.Submitters)
+		require.Equal(t, 5*time.Millisecond, cfg.IdlePause)
+	})
+	t.Run("Flags", func(t *testing.T) {
+		cfg, sc, err := parseConfig([]string{"--url", "http://h:1/", "--api-key", "flag-key-0123456789", "--scenario", "logs,idle",
+			"--size", "2GiB", "--result-size", "64k", "--pid", "12", "--platform", "ios"}, env, io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, []string{"idle", "logs"}, sc)
+		require.Equal(t, "http://h:1", cfg.URL)
+		require.Equal(t, "flag-key-0123456789", cfg.APIKey)
+		require.Equal(t, int64(2<<30), cfg.Size)
+		require.Equal(t, int64(64<<10), cfg.ResultSize)
+		require.Equal(t, 12, cfg.PID)
+		require.Equal(t, "ios", cfg.Platform)
+	})
+	for name, args := range map[string][]string{
+		"UnknownScenario": {"--scenario", "soak"},
+		"BadSize":         {"--size", "1TB"},
+		"BadPlatform":     {"--platform", "web"},
+		"ZeroWorkers":     {"--workers", "0"},
+		"BadURL":          {"--url", "localhost:3000"},
+		"Positional":      {"extra"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := parseConfig(args, env, io.Discard)
+			require.Error(t, err)
+		})
+	}
+	t.Run("NoKey", func(t *testing.T) {
+		_, _, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+		require.ErrorContains(t, err, "API key")
+	})
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"1": 1, "4KiB": 4 << 10, "4k": 4 << 10, "500MiB": 500 << 20, "1GiB": 1 << 30, "2G": 2 << 30, "7B": 7} {
+		n, err := parseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, n, in)
+	}
+	for _, in := range []string{"", "MiB", "1.5GiB", "-1", "3TiB"} {
+		_, err := parseSize(in)
+		require.Error(t, err, in)
+	}
+	require.Equal(t, "1GiB", formatSize(1<<30))
+	require.Equal(t, "1025B", formatSize(1025))
+	require.Equal(t, "2GiB", roundUpGiB(1<<30+1))
+	require.Equal(t, "1GiB", roundUpGiB(2<<20))
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
