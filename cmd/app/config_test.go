@@ -1,0 +1,156 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseArgsDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseArgs(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, Defaults(), cfg)
+	require.Equal(t, "0.0.0.0", cfg.Host)
+	require.Equal(t, 3000, cfg.Port)
+	require.Equal(t, "./data/controller.db", cfg.DBPath)
+	require.Equal(t, "./storage", cfg.StoragePath)
+	require.Equal(t, int64(500<<20), cfg.MaxSourceSize)
+	require.Equal(t, int64(50<<20), cfg.MaxCertsSize)
+	require.Equal(t, int64(1<<30), cfg.MaxResultSize)
+	require.Equal(t, 300*time.Second, cfg.BuildTimeout)
+	require.Equal(t, 300*time.Second, cfg.WorkerTimeout)
+	require.Equal(t, 3, cfg.MaxAttempts)
+	require.Equal(t, "ghcr.io/sethwebster/expo-free-agent-base:0.1.23", cfg.BaseImageID)
+	require.Empty(t, cfg.APIKey)
+}
+
+func TestParseArgsFlagBeatsEnvBeatsDefault(t *testing.T) {
+	t.Parallel()
+	e := env(map[string]string{
+		"PORT": "4000", "CONTROLLER_HOST": "127.0.0.1", "CONTROLLER_DB": "/env/db", "CONTROLLER_STORAGE": "/env/st",
+		"CONTROLLER_API_KEY": "env-key-0123456789", "BASE_IMAGE_ID": "img:env", "CONTROLLER_MAX_SOURCE_SIZE": "10MiB",
+		"CONTROLLER_MAX_CERTS_SIZE": "1MiB", "CONTROLLER_MAX_RESULT_SIZE": "2GiB", "CONTROLLER_BUILD_TIMEOUT": "90s",
+		"CONTROLLER_WORKER_TIMEOUT": "2m", "CONTROLLER_MAX_ATTEMPTS": "5", "CONTROLLER_LOG_FORMAT": "json",
+		"CONTROLLER_LOG_LEVEL": "debug", "CONTROLLER_METRICS_PUBLIC": "true",
+	})
+	cfg, err := ParseArgs([]string{"start", "-p", "5000", "--db", "/flag/db", "--max-source-size", "64KiB", "--max-attempts=7"}, e, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 5000, cfg.Port)
+	require.Equal(t, "127.0.0.1", cfg.Host)
+	require.Equal(t, "/flag/db", cfg.DBPath)
+	require.Equal(t, "/env/st", cfg.StoragePath)
+	require.Equal(t, "env-key-0123456789", cfg.APIKey)
+	require.Equal(t, "img:env", cfg.BaseImageID)
+	require.Equal(t, int64(64<<10), cfg.MaxSourceSize)
+	require.Equal(t, int64(1<<20), cfg.MaxCertsSize)
+	require.Equal(t, int64(2<<30), cfg.MaxResultSize)
+	require.Equal(t, 90*time.Second, cfg.BuildTimeout)
+	require.Equal(t, 2*time.Minute, cfg.WorkerTimeout)
+	require.Equal(t, 7, cfg.MaxAttempts)
+	require.Equal(t, "json", cfg.LogFormat)
+	require.Equal(t, "debug", cfg.LogLevel)
+	require.True(t, cfg.MetricsPublic)
+
+	cfg, err = ParseArgs([]string{"--port", "6000"}, e, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 6000, cfg.Port)
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"serve"}, {"start", "extra"}, {"--port", "x"}, {"--port", "70000"}, {"--max-source-size", "lots"},
+		{"--max-certs-size", "5TB"}, {"--build-timeout", "5"}, {"--build-timeout", "-1s"}, {"--max-attempts", "0"},
+		{"--log-format", "xml"}, {"--metrics-public", "maybe"}, {"--nope"},
+	} {
+		var out bytes.Buffer
+		_, err := ParseArgs(args, env(nil), &out)
+		require.Error(t, err, "%v", args)
+		require.False(t, errors.Is(err, ErrHelp))
+	}
+	var out bytes.Buffer
+	_, err := ParseArgs([]string{"-h"}, env(nil), &out)
+	require.ErrorIs(t, err, ErrHelp)
+	require.Contains(t, out.String(), "Usage: controller [start] [flags]")
+	require.Contains(t, out.String(), "CONTROLLER_MAX_RESULT_SIZE")
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"1": 1, "500MiB": 500 << 20, "50 MiB": 50 << 20, "1GiB": 1 << 30,
+		"64KiB": 64 << 10, "2g": 2 << 30, "10mb": 10 << 20, "7B": 7} {
+		got, err := ParseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "MiB", "-1", "0", "1.5GiB", "1TiB", "99999999999999999999"} {
+		_, err := ParseSize(in)
+		require.Error(t, err, in)
+	}
+}
+
+func TestResolveAPIKey(t *testing.T) {
+	t.Parallel()
+	t.Run("GeneratedOnceThenRead", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(dir, "data", "controller.db")
+		var out bytes.Buffer
+		warn, err := ResolveAPIKey(&cfg, &out)
+		require.NoError(t, err)
+		require.Empty(t, warn)
+		require.Regexp(t, `^[A-Za-z0-9_-]{43}$`, cfg.APIKey)
+		require.Contains(t, out.String(), cfg.APIKey, "printed once")
+		st, err := os.Stat(filepath.Join(dir, "data", "api-key"))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+		again := Defaults()
+		again.DBPath = cfg.DBPath
+		out.Reset()
+		_, err = ResolveAPIKey(&again, &out)
+		require.NoError(t, err)
+		require.Equal(t, cfg.APIKey, again.APIKey)
+		require.NotContains(t, out.String(), cfg.APIKey, "later starts only name the file")
+		require.Contains(t, out.String(), "api-key")
+	})
+	t.Run("FileIsTrimmed", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "api-key"), []byte("  from-file-key-123456 \n"), 0o600))
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(dir, "controller.db")
+		_, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, "from-file-key-123456", cfg.APIKey)
+	})
+	t.Run("TooShort", func(t *testing.T) {
+		t.Parallel()
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(t.TempDir(), "c.db")
+		cfg.APIKey = "short-key"
+		_, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
+		require.EqualError(t, err, "API key must be at least 16 characters")
+	})
+	t.Run("OddCharactersWarn", func(t *testing.T) {
+		t.Parallel()
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(t.TempDir(), "c.db")
+		cfg.APIKey = "key with spaces and $ signs!"
+		warn, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Contains(t, warn, "[A-Za-z0-9_-]")
+	})
+}
