@@ -33,6 +33,25 @@ lint: ## go vet and gofmt
 .PHONY: check
 check: lint test ## Lint, then test
 
+# Fuzz targets as package:Target; the corpora in testdata/fuzz are replayed by `make test`.
+FUZZ_TARGETS := ./httpapi:FuzzSubmitMultipart ./httpapi:FuzzJSONBodies ./httpapi:FuzzPathIDs \
+                ./actors:FuzzParseCerts ./store:FuzzParseID
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
+	done
+
+.PHONY: bench
+bench: ## Go benchmarks of the hot paths (queue manager, store writes, upload/submit)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./store ./actors ./test
+
+.PHONY: load
+load: ## Start a fresh controller and run cmd/loadgen against it (ARGS="--scenario idle")
+	cmd/loadgen/run-local.sh $(ARGS)
+
 .PHONY: clean
 clean: ## Remove built binaries
 	rm -rf $(BIN)

@@ -57,6 +57,27 @@ func parseJSON(raw []byte) (any, error) {
 	return v, nil
 }
 
+// rawField returns the JSON text of the top-level key k of raw, matching the
+// key exactly (encoding/json's struct decoding matches keys case-insensitively,
+// so {"capabilities": {...}, "Capabilities": "x"} would yield "x"). It returns
+// nil when the key is absent or raw is not an object.
+func rawField(raw []byte, k string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	return m[k]
+}
+
+// compactJSON is the compact form of a JSON value.
+func compactJSON(v json.RawMessage) (string, bool) {
+	var b bytes.Buffer
+	if len(v) == 0 || json.Compact(&b, v) != nil {
+		return "", false
+	}
+	return b.String(), true
+}
+
 // object returns v as a JSON object, or nil.
 func object(v any) map[string]any {
 	m, _ := v.(map[string]any)

@@ -125,6 +125,13 @@ func (s *fakeStore) AppendLogs(_ context.Context, buildID, workerID string, line
 	return len(lines), nil
 }
 
+func (s *fakeStore) LogPage(_ context.Context, buildID string, after int64, limit int) ([]store.LogEntry, error) {
+	if buildID != fuzzBuildID {
+		return nil, store.ErrNotFound
+	}
+	return []store.LogEntry{}, nil
+}
+
 func (s *fakeStore) TouchBuild(_ context.Context, buildID, workerID string, _ int64) error {
 	return s.assignee(buildID, workerID)
 }
@@ -643,6 +650,7 @@ func FuzzPathIDs(f *testing.F) {
 		}{
 			{"/api/builds/" + seg + "/status", fuzzBuildID, "Build not found"},
 			{"/api/builds/" + seg, fuzzBuildID, "Build not found"},
+			{"/api/builds/" + seg + "/logs", fuzzBuildID, "Build not found"},
 			{"/api/workers/" + seg + "/stats", fuzzWorkerID, "Worker not found"},
 			{"/api/diagnostics/" + seg, fuzzWorkerID, "Worker not found"},
 		} {

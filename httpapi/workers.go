@@ -2,11 +2,11 @@ package httpapi
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,14 +36,11 @@ func (s *Server) register(c echo.Context) error {
 	if name == "" || !capsIsObject {
 		return fail(http.StatusBadRequest, "Name and capabilities required")
 	}
-	var rawCaps struct {
-		Capabilities json.RawMessage `json:"capabilities"`
-	}
-	var caps bytes.Buffer
-	if err := json.Unmarshal(raw, &rawCaps); err != nil || json.Compact(&caps, rawCaps.Capabilities) != nil {
+	caps, ok := compactJSON(rawField(raw, "capabilities"))
+	if !ok {
 		return fail(http.StatusBadRequest, "Name and capabilities required")
 	}
-	reg := store.Registration{Name: name, Capabilities: caps.String()}
+	reg := store.Registration{Name: name, Capabilities: caps}
 	if idv, ok := str(m, "id"); ok {
 		if id, ok := store.ParseID(idv); ok {
 			reg.ID = id
@@ -403,13 +400,9 @@ func parseTelemetry(raw []byte, buildID, workerID string) (*store.LogInput, *sto
 		}
 		return nil, &store.CPUSnapshot{BuildID: buildID, WorkerID: workerID, CPUPercent: cpu, MemoryMB: mem}, nil
 	default:
-		var rawData struct {
-			Data json.RawMessage `json:"data"`
-		}
-		compact := "{}"
-		var buf bytes.Buffer
-		if json.Unmarshal(raw, &rawData) == nil && len(rawData.Data) > 0 && json.Compact(&buf, rawData.Data) == nil {
-			compact = buf.String()
+		compact, ok := compactJSON(rawField(raw, "data"))
+		if !ok || compact == "null" {
+			compact = "{}"
 		}
 		return &store.LogInput{Level: store.LevelInfo, Message: "[VM] " + typ + ": " + cutRunes(compact, 1000)}, nil, nil
 	}
@@ -628,10 +621,11 @@ func (s *Server) livenessDuringUpload(c echo.Context, t *uploadTarget) func(int6
 // /api/workers/unregister (§4.9).
 func (s *Server) unregister(c echo.Context) error {
 	raw := c.Param("id")
-	if raw == "" {
-		raw = c.QueryParam("worker_id")
-	}
-	if raw == "" {
+	if c.Path() == "/api/workers/:id/unregister" {
+		if raw == "" { // "/api/workers//unregister": an empty id is not a UUID
+			return fail(http.StatusNotFound, msgWorkerNotFound)
+		}
+	} else if raw = c.QueryParam("worker_id"); raw == "" {
 		raw = c.Request().Header.Get(headerWorkerID)
 	}
 	if raw == "" {
@@ -749,16 +743,13 @@ func (s *Server) addDiagnostic(c echo.Context) error {
 	if _, isArray := m["checks"].([]any); !isArray {
 		return fail(http.StatusBadRequest, "checks must be an array")
 	}
-	var rawChecks struct {
-		Checks json.RawMessage `json:"checks"`
-	}
-	var checks bytes.Buffer
-	if err := json.Unmarshal(raw, &rawChecks); err != nil || json.Compact(&checks, rawChecks.Checks) != nil {
+	checks, ok := compactJSON(rawField(raw, "checks"))
+	if !ok {
 		return fail(http.StatusBadRequest, "checks must be an array")
 	}
 	autoFixed, _ := m["auto_fixed"].(bool)
 	d := store.Diagnostic{ID: uuid.NewString(), WorkerID: wid, Status: status, RunAt: s.now(),
-		DurationMS: int64(duration), AutoFixed: autoFixed, Checks: checks.String()}
+		DurationMS: truncateMillis(duration), AutoFixed: autoFixed, Checks: checks}
 	err = s.store.AddDiagnostic(c.Request().Context(), d)
 	if errors.Is(err, store.ErrWorkerNotFound) {
 		return fail(http.StatusNotFound, msgWorkerNotFound)
@@ -767,6 +758,18 @@ func (s *Server) addDiagnostic(c echo.Context) error {
 		return internal(failMsg(c), err)
 	}
 	return c.JSON(http.StatusOK, map[string]string{"id": d.ID, "status": "stored"})
+}
+
+// truncateMillis truncates a duration to an integer, clamped to int64 (a
+// float64 beyond it would otherwise convert to an arbitrary value).
+func truncateMillis(f float64) int64 {
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
 }
 
 type diagnosticJSON struct {

@@ -651,3 +651,28 @@ func TestDiagnostics(t *testing.T) {
 		require.Equal(t, "Worker not found", r.Error(t))
 	}
 }
+
+// Regressions found by fuzzing: encoding/json's struct decoding matches keys
+// case-insensitively, so a case variant could replace the value that passed
+// validation; an empty path id must not fall back to the query.
+func TestCaseVariantKeysAreNotStored(t *testing.T) {
+	t.Parallel()
+	c := Start(t)
+	r := c.PostJSON("/api/workers/register", `{"name":"mac","capabilities":{"platforms":["android"]},"Capabilities":"x"}`, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status)
+	w := r.Object(t)["id"].(string)
+	c.Submit("ios", []byte("s"), nil)
+	require.Nil(t, c.Poll(w), "an android-only worker must not get an ios build")
+
+	d := c.Register("diag")
+	r = c.PostJSON("/api/diagnostics/report", `{"worker_id":"`+d+`","status":"healthy","duration_ms":1e300,"checks":[],"CHECKS":{"not":"an array"}}`, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	latest := c.Get("/api/diagnostics/"+d+"/latest", c.KeyH()).Object(t)
+	require.Equal(t, []any{}, latest["checks"])
+	require.Greater(t, latest["duration_ms"], 0.0, "clamped, not overflowed")
+
+	r = c.Do(http.MethodPost, "/api/workers//unregister", nil, c.KeyH("X-Worker-Id", d))
+	require.Equal(t, http.StatusNotFound, r.Status)
+	require.Equal(t, "Worker not found", r.Error(t))
+	require.Equal(t, "idle", c.WorkerStats(d)["status"])
+}

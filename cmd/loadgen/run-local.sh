@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the controller and loadgen, starts a fresh controller on a temporary
+# directory, runs loadgen against it with --pid, measures the disk's
+# sequential write rate with dd in the same directory, and cleans up.
+#   cmd/loadgen/run-local.sh [loadgen flags...]     e.g. --scenario idle,dispatch
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CGO_ENABLED=1
+go build -o bin/ ./cmd/controller ./cmd/loadgen
+T=$(mktemp -d)
+KEY=bench-key-$(date +%s)-0123456789
+PORT=${PORT:-3939}
+bin/controller --host 127.0.0.1 --port "$PORT" --log-level warn --max-source-size 2GiB \
+  --api-key "$KEY" --db "$T/data/controller.db" --storage "$T/storage" 2>"$T/controller.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$T"' EXIT
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -sr), go $(go env GOVERSION)" >&2
+status=0
+bin/loadgen --url "http://127.0.0.1:$PORT" --api-key "$KEY" --pid "$PID" "$@" || status=$?
+dd if=/dev/zero of="$T/storage/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -n 1 | sed 's/^/# dd sequential write: /' >&2
+exit $status
