@@ -137,8 +137,8 @@ func TestNewFileStore(t *testing.T) {
 
 func TestStageCommitRoundTrip(t *testing.T) {
 	t.Parallel()
-	const size = 5<<20 + 12345 // several MiB, not a multiple of the chunk
-	f := newTestFileStore(t, nil)
+	const size = 5<<20 + 12345                       // several MiB, not a multiple of the chunk
+	f := newTestFileStore(t, OSFS{NamedTemps: true}) // named temporaries are visible
 	id := uuid.NewString()
 
 	src := newStream(7, size)
@@ -548,7 +548,7 @@ func TestCommitAndDiscard(t *testing.T) {
 
 	t.Run("Discard/Idempotent", func(t *testing.T) {
 		t.Parallel()
-		f := newTestFileStore(t, nil)
+		f := newTestFileStore(t, OSFS{NamedTemps: true}) // named temporaries are visible
 		st, err := f.Stage(KindCerts, strings.NewReader("certs"), 100, nil)
 		require.NoError(t, err)
 		require.Len(t, listFiles(t, f.Root()), 1)
@@ -598,7 +598,7 @@ func TestCommitAndDiscard(t *testing.T) {
 
 func TestRemoveStaleTemps(t *testing.T) {
 	t.Parallel()
-	f := newTestFileStore(t, nil)
+	f := newTestFileStore(t, OSFS{NamedTemps: true}) // named temporaries are visible
 	stale := []string{
 		"builds/.tmp-deadbeef0000-123",
 		"certs/.tmp-deadbeef0000-456",
@@ -680,7 +680,7 @@ func (f *faultFS) SyncDir(name string) error {
 	return f.OSFS.SyncDir(name)
 }
 
-func (f *faultFS) CreateTemp(dir, pattern string) (File, error) {
+func (f *faultFS) CreateTemp(dir, pattern string) (TempFile, error) {
 	if f.createErr != nil {
 		return nil, f.createErr
 	}
@@ -688,18 +688,11 @@ func (f *faultFS) CreateTemp(dir, pattern string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &faultFile{File: fh, fs: f}, nil
-}
-
-func (f *faultFS) Rename(oldpath, newpath string) error {
-	if f.renameErr != nil {
-		return f.renameErr
-	}
-	return f.OSFS.Rename(oldpath, newpath)
+	return &faultFile{TempFile: fh, fs: f}, nil
 }
 
 type faultFile struct {
-	File
+	TempFile
 	fs      *faultFS
 	written int64
 }
@@ -707,11 +700,11 @@ type faultFile struct {
 func (f *faultFile) Write(p []byte) (int, error) {
 	if f.fs.writeErr != nil && f.written+int64(len(p)) > f.fs.writeAfter {
 		ok := max(f.fs.writeAfter-f.written, 0)
-		n, _ := f.File.Write(p[:ok])
+		n, _ := f.TempFile.Write(p[:ok])
 		f.written += int64(n)
 		return n, f.fs.writeErr
 	}
-	n, err := f.File.Write(p)
+	n, err := f.TempFile.Write(p)
 	f.written += int64(n)
 	return n, err
 }
@@ -720,7 +713,15 @@ func (f *faultFile) Sync() error {
 	if f.fs.syncErr != nil {
 		return f.fs.syncErr
 	}
-	return f.File.Sync()
+	return f.TempFile.Sync()
+}
+
+// Publish is where a rename (or link) would fail.
+func (f *faultFile) Publish(path string) error {
+	if f.fs.renameErr != nil {
+		return f.fs.renameErr
+	}
+	return f.TempFile.Publish(path)
 }
 
 var (
@@ -822,4 +823,36 @@ func TestCommitDirSyncFailureLeavesNothing(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Join(f.Root(), "builds"))
 	require.NoError(t, err)
 	require.Empty(t, entries)
+}
+
+// TestUnnamedTemporaries: where the OS offers them (Linux O_TMPFILE), a
+// staged file has no name until it is committed, so nothing is visible while
+// it is written and a discard or a crash leaves nothing; committing over an
+// earlier attempt's leftover replaces it.
+func TestUnnamedTemporaries(t *testing.T) {
+	t.Parallel()
+	f := newTestFileStore(t, nil)
+	probe, err := OSFS{}.CreateTemp(filepath.Join(f.Root(), "builds"), ".tmp-probe-*")
+	require.NoError(t, err)
+	_, unnamed := probe.(*namedTemp)
+	require.NoError(t, probe.Close())
+	if unnamed {
+		t.Skip("this OS or file system has no unnamed temporary files; the named path is tested elsewhere")
+	}
+	require.Empty(t, listFiles(t, f.Root()), "a closed, unpublished temporary leaves nothing")
+
+	st, err := f.Stage(KindResult, strings.NewReader("first"), 100, nil)
+	require.NoError(t, err)
+	require.Empty(t, listFiles(t, f.Root()), "invisible while staged")
+	st.Discard()
+	require.Empty(t, listFiles(t, f.Root()))
+
+	id := uuid.NewString()
+	require.NoError(t, os.WriteFile(filepath.Join(f.Root(), "results", id+".ipa"), []byte("leftover"), 0o600))
+	st, err = f.Stage(KindResult, strings.NewReader("second"), 100, nil)
+	require.NoError(t, err)
+	rel, err := st.Commit(id, ".ipa")
+	require.NoError(t, err)
+	require.Equal(t, []byte("second"), readStored(t, f, rel))
+	require.Equal(t, []string{rel}, listFiles(t, f.Root()), "replaced, no temporary left")
 }

@@ -46,6 +46,7 @@ type QueueStore interface {
 	RegisterWorker(ctx context.Context, r store.Registration) (store.Worker, bool, error)
 	SetWorkerStatus(ctx context.Context, id, status string, seenAt int64) error
 	SaveLastSeen(ctx context.Context, seen map[string]int64) error
+	Sync() error
 }
 
 // Job is a build handed to a worker.
@@ -186,6 +187,22 @@ func (r reply[T]) fail(err error) {
 	case r.ch <- result[T]{zero, err}:
 	default:
 	}
+}
+
+// callDurable is call for a message whose handler may write: the handler's
+// store writes do not wait for durability (store.DeferSync, so the queue
+// manager's goroutine never waits for an fsync), and the caller waits for it
+// here, before its answer reaches anyone.
+func callDurable[T any](ctx context.Context, q *QueueManager, m message, r reply[T]) (T, error) {
+	v, err := call(ctx, q, m, r)
+	if err != nil {
+		return v, err
+	}
+	if err := q.store.Sync(); err != nil {
+		var zero T
+		return zero, err
+	}
+	return v, nil
 }
 
 // call sends m and waits for its answer, both bounded by ctx and the call
@@ -446,7 +463,7 @@ func (m *enqueueMsg) handle(q *QueueManager, st *queueState) {
 // other error the build keeps its place in the queue.
 func (q *QueueManager) Poll(ctx context.Context, workerID string) (*Job, error) {
 	r := newReply[*Job]()
-	return call(ctx, q, &pollMsg{ctx: ctx, workerID: workerID, reply: r}, r)
+	return callDurable(ctx, q, &pollMsg{ctx: store.DeferSync(ctx), workerID: workerID, reply: r}, r)
 }
 
 type pollMsg struct {
@@ -520,7 +537,7 @@ func jobOf(rb *runningBuild) *Job {
 // ignored.
 func (q *QueueManager) Seen(ctx context.Context, workerID string) error {
 	r := newReply[struct{}]()
-	_, err := call(ctx, q, &seenMsg{ctx: ctx, workerID: workerID, reply: r}, r)
+	_, err := callDurable(ctx, q, &seenMsg{ctx: store.DeferSync(ctx), workerID: workerID, reply: r}, r)
 	return err
 }
 
@@ -546,7 +563,7 @@ func (m *seenMsg) handle(q *QueueManager, st *queueState) {
 // the directory. It reports whether the worker was created.
 func (q *QueueManager) Register(ctx context.Context, reg store.Registration) (store.Worker, bool, error) {
 	r := newReply[registered]()
-	res, err := call(ctx, q, &registerMsg{ctx: ctx, reg: reg, reply: r}, r)
+	res, err := callDurable(ctx, q, &registerMsg{ctx: store.DeferSync(ctx), reg: reg, reply: r}, r)
 	return res.w, res.created, err
 }
 
@@ -587,7 +604,7 @@ func (m *registerMsg) handle(q *QueueManager, st *queueState) {
 // was before, store.ErrNotFound, or store.ErrConflict for a finished build.
 func (q *QueueManager) Cancel(ctx context.Context, buildID string) (store.Build, error) {
 	r := newReply[store.Build]()
-	return call(ctx, q, &cancelMsg{ctx: ctx, buildID: buildID, reply: r}, r)
+	return callDurable(ctx, q, &cancelMsg{ctx: store.DeferSync(ctx), buildID: buildID, reply: r}, r)
 }
 
 type cancelMsg struct {
@@ -654,7 +671,7 @@ func CheckUpload(b store.Build, workerID string, success, hasFile bool) (bool, e
 // is always consumed.
 func (q *QueueManager) Finish(ctx context.Context, req FinishRequest) (FinishOutcome, error) {
 	r := newReply[FinishOutcome]()
-	out, err := call(ctx, q, &finishMsg{ctx: ctx, req: req, reply: r}, r)
+	out, err := callDurable(ctx, q, &finishMsg{ctx: store.DeferSync(ctx), req: req, reply: r}, r)
 	if errors.Is(err, errNotDelivered) {
 		req.Result.Discard() // never seen by Serve, so still ours
 	}
@@ -743,7 +760,7 @@ func (q *QueueManager) removeResult(buildID, rel string) {
 // shown liveness since, or is no longer held by workerID.
 func (q *QueueManager) ExpireBuild(ctx context.Context, buildID, workerID string, cutoff int64) (store.TimeoutOutcome, error) {
 	r := newReply[store.TimeoutOutcome]()
-	return call(ctx, q, &expireMsg{ctx: ctx, buildID: buildID, workerID: workerID, cutoff: cutoff, reply: r}, r)
+	return callDurable(ctx, q, &expireMsg{ctx: store.DeferSync(ctx), buildID: buildID, workerID: workerID, cutoff: cutoff, reply: r}, r)
 }
 
 type expireMsg struct {
@@ -782,7 +799,7 @@ func (m *expireMsg) handle(q *QueueManager, st *queueState) {
 // store.ErrWorkerNotFound.
 func (q *QueueManager) Unregister(ctx context.Context, workerID string) (int, error) {
 	r := newReply[int]()
-	return call(ctx, q, &unregisterMsg{ctx: ctx, workerID: workerID, reply: r}, r)
+	return callDurable(ctx, q, &unregisterMsg{ctx: store.DeferSync(ctx), workerID: workerID, reply: r}, r)
 }
 
 type unregisterMsg struct {
@@ -821,7 +838,7 @@ func (m *unregisterMsg) handle(q *QueueManager, st *queueState) {
 // offline. A worker's build is left to the build timeout.
 func (q *QueueManager) SweepWorkers(ctx context.Context, cutoff int64) (int, error) {
 	r := newReply[int]()
-	return call(ctx, q, &sweepMsg{ctx: ctx, cutoff: cutoff, reply: r}, r)
+	return callDurable(ctx, q, &sweepMsg{ctx: store.DeferSync(ctx), cutoff: cutoff, reply: r}, r)
 }
 
 type sweepMsg struct {
@@ -859,7 +876,7 @@ func (m *sweepMsg) handle(q *QueueManager, st *queueState) {
 // than at the next sweep.
 func (q *QueueManager) SaveSeen(ctx context.Context) error {
 	r := newReply[struct{}]()
-	_, err := call(ctx, q, &saveSeenMsg{ctx: ctx, reply: r}, r)
+	_, err := callDurable(ctx, q, &saveSeenMsg{ctx: store.DeferSync(ctx), reply: r}, r)
 	return err
 }
 
@@ -890,22 +907,4 @@ func (m *statsMsg) fail(err error) { m.reply.fail(err) }
 
 func (m *statsMsg) handle(_ *QueueManager, st *queueState) {
 	m.reply.send(QueueStats{Pending: len(st.pending), Running: len(st.running), Workers: len(st.workers)}, nil)
-}
-
-// Pending returns the ids of the queued builds in queue order.
-func (q *QueueManager) Pending(ctx context.Context) ([]string, error) {
-	r := newReply[[]string]()
-	return call(ctx, q, &pendingMsg{reply: r}, r)
-}
-
-type pendingMsg struct{ reply reply[[]string] }
-
-func (m *pendingMsg) fail(err error) { m.reply.fail(err) }
-
-func (m *pendingMsg) handle(_ *QueueManager, st *queueState) {
-	ids := make([]string, len(st.pending))
-	for i, b := range st.pending {
-		ids[i] = b.id
-	}
-	m.reply.send(ids, nil)
 }

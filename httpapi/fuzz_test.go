@@ -189,16 +189,16 @@ func (s *fakeStore) reset() {
 // files exist, not their durability, and fsync would cost milliseconds.
 type fastFS struct{ actors.OSFS }
 
-type noSyncFile struct{ *os.File }
+type noSyncFile struct{ actors.TempFile }
 
 func (noSyncFile) Sync() error { return nil }
 
-func (fastFS) CreateTemp(dir, pattern string) (actors.File, error) {
-	f, err := os.CreateTemp(dir, pattern)
+func (f fastFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
+	t, err := f.OSFS.CreateTemp(dir, pattern)
 	if err != nil {
 		return nil, err
 	}
-	return noSyncFile{f}, nil
+	return noSyncFile{t}, nil
 }
 
 func (fastFS) SyncDir(string) error { return nil }

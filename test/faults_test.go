@@ -44,7 +44,7 @@ func (f *faultFS) get() string {
 	return f.mode
 }
 
-func (f *faultFS) CreateTemp(dir, pattern string) (actors.File, error) {
+func (f *faultFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
 	if f.get() == "readonly" {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
 	}
@@ -52,34 +52,35 @@ func (f *faultFS) CreateTemp(dir, pattern string) (actors.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &faultFile{File: file, fs: f}, nil
-}
-
-func (f *faultFS) Rename(oldpath, newpath string) error {
-	if f.get() == "readonly" {
-		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: syscall.EROFS}
-	}
-	return f.OSFS.Rename(oldpath, newpath)
+	return &faultFile{TempFile: file, fs: f, dir: dir}, nil
 }
 
 type faultFile struct {
-	actors.File
+	actors.TempFile
 	fs      *faultFS
+	dir     string
 	written int
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {
 	switch f.fs.get() {
 	case "eio":
-		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.EIO}
+		return 0, &os.PathError{Op: "write", Path: f.dir, Err: syscall.EIO}
 	case "full":
 		if f.written+len(p) > 1024 {
-			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+			return 0, &os.PathError{Op: "write", Path: f.dir, Err: syscall.ENOSPC}
 		}
 	}
-	n, err := f.File.Write(p)
+	n, err := f.TempFile.Write(p)
 	f.written += n
 	return n, err
+}
+
+func (f *faultFile) Publish(path string) error {
+	if f.fs.get() == "readonly" {
+		return &os.LinkError{Op: "linkat", Old: f.dir, New: path, Err: syscall.EROFS}
+	}
+	return f.TempFile.Publish(path)
 }
 
 // faultStore is the real store with switchable write failures and a one-shot

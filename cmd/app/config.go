@@ -40,6 +40,7 @@ type Config struct {
 	LogFormat     string // text or json
 	LogLevel      string // debug, info, warn, error
 	MetricsPublic bool   // serve /metrics without the API key
+	PprofAddr     string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
 
 	// Not settable from the command line; tests inject them.
 	Clock           actors.Clock
@@ -77,6 +78,9 @@ type setting struct {
 	def             string
 }
 
+// boolFlags may be given without a value ("--metrics-public" means true).
+var boolFlags = map[string]bool{"metrics-public": true}
+
 // ParseArgs reads the configuration: each setting from its flag, else its
 // environment variable (getenv), else the default. A leading "start" is
 // accepted and ignored; any other positional argument is a UsageError.
@@ -101,17 +105,24 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), "3"},
 		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), "text"},
 		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), "info"},
-		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key (true/false)", boolSetter(&cfg.MetricsPublic), "false"},
+		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key", boolSetter(&cfg.MetricsPublic), "false"},
+		{"pprof-addr", "CONTROLLER_PPROF_ADDR", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty", func(v string) error { cfg.PprofAddr = v; return nil }, ""},
 	}
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	given := map[string]string{}
 	for _, s := range settings {
 		name := s.flag
-		fs.Func(name, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), func(v string) error {
+		record := func(v string) error {
 			given[name] = v
 			return nil
-		})
+		}
+		usage := fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)
+		if boolFlags[name] {
+			fs.BoolFunc(name, usage, record)
+		} else {
+			fs.Func(name, usage, record)
+		}
 	}
 	fs.Func("p", "listen port (same as --port)", func(v string) error { given["port"] = v; return nil })
 	fs.Usage = func() {

@@ -154,3 +154,15 @@ func TestResolveAPIKey(t *testing.T) {
 		require.Contains(t, warn, "[A-Za-z0-9_-]")
 	})
 }
+
+func TestParseArgsBoolFlag(t *testing.T) {
+	t.Parallel()
+	for args, want := range map[string]bool{"--metrics-public": true, "--metrics-public=true": true, "--metrics-public=false": false} {
+		cfg, err := ParseArgs([]string{args}, env(nil), &bytes.Buffer{})
+		require.NoError(t, err, args)
+		require.Equal(t, want, cfg.MetricsPublic, args)
+	}
+	cfg, err := ParseArgs([]string{"--pprof-addr", "127.0.0.1:6060"}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:6060", cfg.PprofAddr)
+}

@@ -9,9 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/expo-free-agent/controller/cmd/app"
 )
@@ -43,6 +47,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		return 1
 	}
+	if cfg.PprofAddr != "" {
+		go servePprof(cfg.PprofAddr, log)
+	}
 	log.Info("controller starting", "addr", fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), "db", cfg.DBPath,
 		"storage", cfg.StoragePath)
 	if err := a.Run(ctx); err != nil {
@@ -51,4 +58,20 @@ func run() int {
 	}
 	log.Info("controller stopped")
 	return 0
+}
+
+// servePprof serves the Go profiler on its own listener (never on the API
+// port), for performance work: go tool pprof http://<addr>/debug/pprof/profile
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Warn("profiler listening; do not expose it", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("profiler stopped", "err", err)
+	}
 }
