@@ -16,7 +16,9 @@ PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$T"' EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -sr), go $(go env GOVERSION)" >&2
+ddrate() { dd if=/dev/zero of="$T/storage/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -n 1; rm -f "$T/storage/dd.bin"; }
+echo "# dd sequential write before: $(ddrate)" >&2
 status=0
 bin/loadgen --url "http://127.0.0.1:$PORT" --api-key "$KEY" --pid "$PID" "$@" || status=$?
-dd if=/dev/zero of="$T/storage/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -n 1 | sed 's/^/# dd sequential write: /' >&2
+echo "# dd sequential write after: $(ddrate)" >&2
 exit $status
