@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+
 	"github.com/expo-free-agent/controller/actors"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
@@ -218,31 +220,14 @@ func choiceSetter(dst *string, choices ...string) func(string) error {
 	}
 }
 
-// ParseSize reads a byte size: a number with an optional B, KiB, MiB, GiB
-// (or KB, MB, GB, K, M, G, all binary) suffix.
+// ParseSize reads a byte size: a positive number with an optional B, KiB,
+// MiB, GiB (or KB, MB, GB, K, M, G, all binary) suffix.
 func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
+	n, err := bytesize.Parse(s)
+	if err == nil && n <= 0 {
+		err = errors.New("size must be positive")
 	}
-	if i == 0 {
-		return 0, errors.New("expected a number with an optional KiB/MiB/GiB suffix")
-	}
-	n, err := strconv.ParseInt(t[:i], 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-	m, ok := mult[strings.ToLower(strings.TrimSpace(t[i:]))]
-	if !ok {
-		return 0, fmt.Errorf("unknown size suffix %q", t[i:])
-	}
-	if n <= 0 || n > (1<<62)/m {
-		return 0, errors.New("size out of range")
-	}
-	return n * m, nil
+	return n, err
 }
 
 // MinAPIKeyLength is the shortest admin key accepted.

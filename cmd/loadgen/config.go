@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
 )
 
 // Config is everything a scenario needs: where the controller is, how hard
@@ -187,28 +189,11 @@ func sizeFlag(fs *flag.FlagSet, p *int64, name, usage string) { fs.Var(sizeValue
 // parseSize reads a byte count with an optional binary suffix: B, K/KB/KiB,
 // M/MB/MiB, G/GB/GiB (all powers of 1024, as the controller's own flags).
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("invalid size %q: want a number with an optional KiB/MiB/GiB suffix", s)
-	}
-	n, err := strconv.ParseInt(t[:i], 10, 64)
+	n, err := bytesize.Parse(s)
 	if err != nil {
 		return 0, fmt.Errorf("invalid size %q: %w", s, err)
 	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-	m, ok := mult[strings.ToLower(strings.TrimSpace(t[i:]))]
-	if !ok {
-		return 0, fmt.Errorf("invalid size %q: unknown suffix %q", s, t[i:])
-	}
-	if n > (1<<62)/m {
-		return 0, fmt.Errorf("invalid size %q: too large", s)
-	}
-	return n * m, nil
+	return n, nil
 }
 
 // formatSize prints a byte count with the largest exact binary suffix.

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
 )
 
 // DefaultAPIKey is the development key the TypeScript mock worker defaults
@@ -260,28 +262,11 @@ func boolSetter(dst *bool) func(string) error {
 // suffix (B, K/KB/KiB, M/MB/MiB, G/GB/GiB). Zero is refused: the controller
 // treats an empty result file as no file.
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
+	n, err := bytesize.Parse(s)
+	if err == nil && (n <= 0 || n > 1<<40) {
+		err = errors.New("must be between 1 byte and 1 TiB")
 	}
-	if i == 0 {
-		return 0, errors.New("expected a number with an optional KiB/MiB/GiB suffix")
-	}
-	n, err := strconv.ParseInt(t[:i], 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-	m, ok := mult[strings.ToLower(strings.TrimSpace(t[i:]))]
-	if !ok {
-		return 0, fmt.Errorf("unknown size suffix %q", t[i:])
-	}
-	if n <= 0 || n > (1<<40)/m {
-		return 0, errors.New("must be between 1 byte and 1 TiB")
-	}
-	return n * m, nil
+	return n, err
 }
 
 // configDir is $XDG_CONFIG_HOME, else $HOME/.config, else os.UserConfigDir.

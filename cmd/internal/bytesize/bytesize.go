@@ -1,0 +1,40 @@
+// Package bytesize reads the byte sizes the commands take on their command
+// lines: a whole number with an optional binary suffix.
+package bytesize
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+var units = map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+	"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+// Parse reads a byte count with an optional B, K/KB/KiB, M/MB/MiB or
+// G/GB/GiB suffix (all powers of 1024, case-insensitive, space allowed
+// before the suffix). It refuses fractions, negative numbers and sizes that
+// do not fit in an int64.
+func Parse(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, errors.New("expected a number with an optional KiB/MiB/GiB suffix")
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, errors.New("number out of range")
+	}
+	m, ok := units[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("unknown size suffix %q", t[i:])
+	}
+	if n > (1<<62)/m {
+		return 0, errors.New("size out of range")
+	}
+	return n * m, nil
+}
