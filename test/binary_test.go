@@ -154,3 +154,31 @@ func (p *Process) Terminate(ctx context.Context) (int, error) {
 func (p *Process) Client(t testing.TB) *Controller {
 	return &Controller{t: t, URL: p.URL, Key: testKey, Dir: p.Dir, Client: newClient(), logBuf: newSyncBuffer()}
 }
+
+// background is a started command: Done is closed when it exits, and Err is
+// then its exit error. The test's cleanup kills it if it is still running.
+type background struct {
+	Done <-chan struct{}
+	err  error
+}
+
+// Err is the command's exit error; only read it after Done.
+func (b *background) Err() error { return b.err }
+
+// startBackground starts cmd and waits for it in the background.
+func startBackground(t testing.TB, cmd *exec.Cmd) *background {
+	t.Helper()
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	b := &background{Done: done}
+	go func() { b.err = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return b
+}

@@ -43,18 +43,7 @@ func TestEndToEndWithMockWorker(t *testing.T) {
 		"--build-time", "800ms", "--result-size", "300KiB", "--log-batch", "3", "--once",
 		"--state-file", filepath.Join(dir, "mock-worker.json"))
 	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	worker := startBackground(t, cmd)
 
 	// Assigned to the mock worker, and its log lines arrive while it builds.
 	eventually(t, 30*time.Second, func() bool {
@@ -72,8 +61,8 @@ func TestEndToEndWithMockWorker(t *testing.T) {
 	}, "worker log lines arrive")
 
 	select {
-	case <-exited:
-		require.NoError(t, waitErr, "mock worker output:\n%s", out.String())
+	case <-worker.Done:
+		require.NoError(t, worker.Err(), "mock worker output:\n%s", out.String())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("mock worker did not finish:\n%s", out.String())
 	}

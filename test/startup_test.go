@@ -75,18 +75,7 @@ func TestBinaryFirstRunAndGracefulStop(t *testing.T) {
 	require.NoError(t, err)
 	logs := newSyncBuffer()
 	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(done) }()
-	defer func() {
-		select {
-		case <-done:
-		default:
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
+	ctl := startBackground(t, cmd)
 	first := make([]byte, 4096)
 	n, _ := stdout.Read(first)
 	require.Contains(t, string(first[:n]), "Generated API key")
@@ -118,8 +107,8 @@ func TestBinaryFirstRunAndGracefulStop(t *testing.T) {
 
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	select {
-	case <-done:
-		require.NoError(t, waitErr, "exit 0 after SIGINT:\n%s", logs.String())
+	case <-ctl.Done:
+		require.NoError(t, ctl.Err(), "exit 0 after SIGINT:\n%s", logs.String())
 	case <-time.After(40 * time.Second):
 		t.Fatal("no exit after SIGINT")
 	}
