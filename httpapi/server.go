@@ -278,8 +278,10 @@ func (s *Server) routes() *echo.Echo {
 		s.route(e, http.MethodGet, p, s.buildStatus, msgInternal, s.requireKeyOrToken)
 	}
 	s.route(e, http.MethodGet, "/api/builds/:id/logs", s.getLogs, msgInternal, s.requireKeyOrToken)
-	s.route(e, http.MethodGet, "/api/builds/:id/download", s.download, msgInternal, s.requireKeyOrToken)
-	s.route(e, http.MethodGet, "/api/builds/:id/download/:type", s.download, msgInternal, s.requireKeyOrToken)
+	// A download's 500 is the result's message, or the source's for
+	// /download/source (set before the auth check, which already reads the build).
+	s.route(e, http.MethodGet, "/api/builds/:id/download", s.download, "Failed to read build result", s.requireKeyOrToken)
+	s.route(e, http.MethodGet, "/api/builds/:id/download/:type", s.download, "Failed to read build result", sourceFailMsg, s.requireKeyOrToken)
 	s.route(e, http.MethodPost, "/api/builds/:id/cancel", s.cancel, "Cancel failed", s.requireKeyOrToken)
 	s.route(e, http.MethodPost, "/api/builds/:id/retry", s.retry, "Retry failed", s.requireKeyOrToken)
 
@@ -312,6 +314,16 @@ func (s *Server) routes() *echo.Echo {
 	s.dashboardRoutes(e)
 	s.metricsRoute(e)
 	return e
+}
+
+// sourceFailMsg makes /download/source fail with the source's message.
+func sourceFailMsg(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Param("type") == "source" {
+			c.Set(ctxFailMsg, "Failed to read source file")
+		}
+		return next(c)
+	}
 }
 
 // refuseOptions answers OPTIONS on a known path like any other wrong method

@@ -55,6 +55,13 @@ func (f *faultFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
 	return &faultFile{TempFile: file, fs: f, dir: dir}, nil
 }
 
+func (f *faultFS) Open(name string) (actors.File, error) {
+	if f.get() == "eio-read" {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EIO}
+	}
+	return f.OSFS.Open(name)
+}
+
 type faultFile struct {
 	actors.TempFile
 	fs      *faultFS
@@ -240,29 +247,91 @@ func TestDatabaseWriteFaults(t *testing.T) {
 	require.NotContains(t, c.Logs(), testKey)
 }
 
+// TestClosedDatabase: with the database gone, every endpoint answers its
+// fixed 500 message (protocol §1.1) and nothing internal leaks.
 func TestClosedDatabase(t *testing.T) {
 	t.Parallel()
 	c := Start(t)
-	b := c.Submit("ios", []byte("s"), nil)
+	b := c.Submit("ios", []byte("s"), DefaultCerts(t))
 	w := c.Register("w")
+	require.Equal(t, b.ID, c.Poll(w)["id"])
+	other := c.Submit("ios", []byte("s"), nil)
+	idle := c.Register("idle")
 	require.NoError(t, c.App.Store.Close())
+	bp, wh := "/api/builds/"+b.ID, c.KeyH("X-Worker-Id", w, "X-Build-Id", b.ID)
+	diag := `{"worker_id":"` + w + `","status":"healthy","duration_ms":1,"checks":[]}`
 	for _, tc := range []struct {
 		r   Response
 		msg string
 	}{
-		{c.Get("/api/builds", c.KeyH()), "Internal server error"},
-		{c.Get("/api/builds/"+b.ID+"/status", c.KeyH()), "Internal server error"},
-		{c.Get("/api/workers/poll?worker_id="+w, c.KeyH()), "Poll failed"},
 		{c.PostMultipart("/api/builds/submit", c.KeyH(), Part{Name: "source", Filename: "s", Data: []byte("x")}, Part{Name: "platform", Data: []byte("ios")}), "Build submission failed"},
+		{c.Get("/api/builds", c.KeyH()), "Internal server error"},
+		{c.Get("/api/builds/active", c.KeyH()), "Internal server error"},
+		{c.Get(bp+"/status", c.KeyH()), "Internal server error"},
+		{c.Get(bp, H{"X-Build-Token": b.Token}), "Internal server error"},
+		{c.Get(bp+"/logs", c.KeyH()), "Internal server error"},
+		{c.Get(bp+"/download", c.KeyH()), "Failed to read build result"},
+		{c.Get(bp+"/download/result", H{"X-Build-Token": b.Token}), "Failed to read build result"},
+		{c.Get(bp+"/download/source", c.KeyH()), "Failed to read source file"},
+		{c.PostJSON("/api/builds/"+other.ID+"/cancel", nil, c.KeyH()), "Cancel failed"},
+		{c.PostJSON(bp+"/retry", nil, c.KeyH()), "Retry failed"},
+		{c.PostJSON("/api/workers/register", map[string]any{"name": "n", "capabilities": map[string]any{}}, c.KeyH()), "Worker registration failed"},
+		{c.Get("/api/workers/poll?worker_id="+idle, c.KeyH()), "Poll failed"},
+		{c.Get(bp+"/source", wh), "Failed to read source file"},
+		{c.Get(bp+"/certs", wh), "Failed to read certs file"},
+		{c.Get(bp+"/certs-secure", wh), "Failed to process certs file"},
+		{c.PostJSON(bp+"/logs", map[string]string{"level": "info", "message": "x"}, wh), "Failed to add log"},
+		{c.PostJSON(bp+"/heartbeat?worker_id="+w, nil, c.KeyH()), "Heartbeat failed"},
+		{c.PostJSON(bp+"/telemetry", `{"type":"monitor_started"}`, wh), "Telemetry failed"},
+		{c.Upload(b.ID, w, true, []byte("ipa"), ""), "Upload failed"},
+		{c.PostJSON("/api/workers/"+w+"/unregister", nil, c.KeyH()), "Unregister failed"},
 		{c.Get("/api/workers/"+w+"/stats", c.KeyH()), "Failed to fetch stats"},
+		{c.PostJSON("/api/diagnostics/report", diag, c.KeyH()), "Failed to save diagnostic report"},
+		{c.Get("/api/diagnostics/"+w, c.KeyH()), "Failed to fetch diagnostic reports"},
+		{c.Get("/api/diagnostics/"+w+"/latest", c.KeyH()), "Failed to fetch diagnostic reports"},
 		{c.Get("/api/stats", nil), "Internal server error"},
+		{c.Get("/", nil), "Internal server error"},
 	} {
-		require.Equal(t, http.StatusInternalServerError, tc.r.Status, "%s", tc.r.Body)
+		require.Equal(t, http.StatusInternalServerError, tc.r.Status, "%s: %s", tc.msg, tc.r.Body)
 		require.Equal(t, tc.msg, tc.r.Error(t))
 		requireNoLeak(t, tc.r)
 		require.NotContains(t, string(tc.r.Body), "sql")
 	}
 	require.Equal(t, http.StatusServiceUnavailable, c.Get("/health", nil).Status)
+}
+
+// TestDiskReadFaults: files that exist but cannot be read give each
+// endpoint's fixed 500, not a 404.
+func TestDiskReadFaults(t *testing.T) {
+	t.Parallel()
+	fs := &faultFS{}
+	c := Start(t, withFaults(fs, nil))
+	done := c.Submit("ios", []byte("s"), DefaultCerts(t))
+	w := c.Register("w")
+	c.Poll(w)
+	require.Equal(t, http.StatusOK, c.Upload(done.ID, w, true, []byte("ipa"), "").Status)
+	run := c.Submit("ios", []byte("s"), DefaultCerts(t))
+	c.Poll(w)
+	fs.set("eio-read")
+	rp, wh := "/api/builds/"+run.ID, c.KeyH("X-Worker-Id", w, "X-Build-Id", run.ID)
+	for _, tc := range []struct {
+		r   Response
+		msg string
+	}{
+		{c.Get("/api/builds/"+done.ID+"/download", c.KeyH()), "Failed to read build result"},
+		{c.Get("/api/builds/"+done.ID+"/download/source", c.KeyH()), "Failed to read source file"},
+		{c.PostJSON("/api/builds/"+done.ID+"/retry", nil, c.KeyH()), "Retry failed"},
+		{c.Get(rp+"/source", wh), "Failed to read source file"},
+		{c.Get(rp+"/certs", wh), "Failed to read certs file"},
+		{c.Get(rp+"/certs-secure", wh), "Failed to process certs file"},
+	} {
+		require.Equal(t, http.StatusInternalServerError, tc.r.Status, "%s: %s", tc.msg, tc.r.Body)
+		require.Equal(t, tc.msg, tc.r.Error(t))
+		requireNoLeak(t, tc.r)
+	}
+	require.Len(t, c.Get("/api/builds", c.KeyH()).JSON(t).([]any), 2, "the failed retry created nothing")
+	fs.set("")
+	require.Equal(t, http.StatusOK, c.Get("/api/builds/"+done.ID+"/download", c.KeyH()).Status)
 }
 
 // TestActorPanicIsRecovered: a panic inside the queue manager answers the
