@@ -38,7 +38,6 @@ type Queue interface {
 // Store is what the HTTP layer reads and writes directly (worker-scoped writes
 // are conditional on the assignee inside the store's transaction).
 type Store interface {
-	Ping(ctx context.Context) error
 	GetBuild(ctx context.Context, id string) (store.Build, error)
 	ListBuilds(ctx context.Context) ([]store.Build, error)
 	RecentBuilds(ctx context.Context, limit int) ([]store.Build, error)

@@ -148,17 +148,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping runs a trivial query on a read connection.
-func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := s.opContext(ctx)
-	defer cancel()
-	var one int
-	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return wrap("ping", err)
-	}
-	return nil
-}
-
 func (s *Store) migrate(ctx context.Context) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
@@ -335,14 +324,6 @@ func wrap(op string, err error) error {
 		return fmt.Errorf("%w: %s: %v", ErrTimeout, op, err)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrInternal, op, err)
-}
-
-// nullInt converts an optional millisecond time.
-func nullInt(p *int64) sql.NullInt64 {
-	if p == nil {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: *p, Valid: true}
 }
 
 func ptrInt(n sql.NullInt64) *int64 {

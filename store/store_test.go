@@ -255,16 +255,9 @@ func TestOpen(t *testing.T) {
 	t.Run("GenerousOpTimeout", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t, store.WithOpTimeout(time.Minute))
-		require.NoError(t, d.s.Ping(t.Context()))
 		b := d.build(t, t0)
 		require.Equal(t, store.StatusPending, d.get(t, b).Status)
 	})
-}
-
-func TestPing(t *testing.T) {
-	t.Parallel()
-	d := newTestDB(t)
-	require.NoError(t, d.s.Ping(t.Context()))
 }
 
 func TestParseID(t *testing.T) {
@@ -457,9 +450,6 @@ func allOperations() []operation {
 		{"Stats", func(ctx context.Context, d *testDB, f fixture) error {
 			_, err := d.s.Stats(ctx, t0, t0)
 			return err
-		}},
-		{"Ping", func(ctx context.Context, d *testDB, f fixture) error {
-			return d.s.Ping(ctx)
 		}},
 		{"Migrations", func(ctx context.Context, d *testDB, f fixture) error {
 			_, err := d.s.Migrations(ctx)

@@ -2,8 +2,6 @@ package test
 
 import (
 	"bufio"
-	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -133,21 +131,6 @@ func (p *Process) Kill() {
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
-}
-
-// Terminate sends SIGTERM and waits (bounded) for a clean exit; it returns
-// the exit code.
-func (p *Process) Terminate(ctx context.Context) (int, error) {
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return -1, err
-	}
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode(), nil
-	case <-ctx.Done():
-		p.Kill()
-		return -1, fmt.Errorf("no exit after SIGTERM: %w", ctx.Err())
-	}
 }
 
 // Client returns a Controller-like handle for issuing requests to the process.
