@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -98,6 +97,7 @@ func StartIn(t testing.TB, dir string, opts ...Option) *Controller {
 	cfg.APIKey = testKey
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.FailureBackoff = 50 * time.Millisecond
+	cfg.LogLevel = "debug"
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -107,7 +107,7 @@ func StartIn(t testing.TB, dir string, opts ...Option) *Controller {
 func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 	t.Helper()
 	logs := newSyncBuffer()
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := app.NewLogger(cfg, logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log)
 	require.NoError(t, err)
