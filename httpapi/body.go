@@ -69,6 +69,15 @@ func rawField(raw []byte, k string) json.RawMessage {
 	return m[k]
 }
 
+// verbatimJSON is a JSON value exactly as it was sent (for fields the
+// protocol stores "as sent" or "verbatim").
+func verbatimJSON(v json.RawMessage) (string, bool) {
+	if len(v) == 0 || !json.Valid(v) {
+		return "", false
+	}
+	return string(v), true
+}
+
 // compactJSON is the compact form of a JSON value.
 func compactJSON(v json.RawMessage) (string, bool) {
 	var b bytes.Buffer

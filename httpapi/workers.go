@@ -36,7 +36,7 @@ func (s *Server) register(c echo.Context) error {
 	if name == "" || !capsIsObject {
 		return fail(http.StatusBadRequest, "Name and capabilities required")
 	}
-	caps, ok := compactJSON(rawField(raw, "capabilities"))
+	caps, ok := verbatimJSON(rawField(raw, "capabilities"))
 	if !ok {
 		return fail(http.StatusBadRequest, "Name and capabilities required")
 	}
@@ -743,7 +743,7 @@ func (s *Server) addDiagnostic(c echo.Context) error {
 	if _, isArray := m["checks"].([]any); !isArray {
 		return fail(http.StatusBadRequest, "checks must be an array")
 	}
-	checks, ok := compactJSON(rawField(raw, "checks"))
+	checks, ok := verbatimJSON(rawField(raw, "checks"))
 	if !ok {
 		return fail(http.StatusBadRequest, "checks must be an array")
 	}

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/base64"
 	"net/http"
 	"os"
@@ -675,4 +676,27 @@ func TestCaseVariantKeysAreNotStored(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, r.Status)
 	require.Equal(t, "Worker not found", r.Error(t))
 	require.Equal(t, "idle", c.WorkerStats(d)["status"])
+}
+
+// TestCapabilitiesAndChecksStoredAsSent: the protocol stores capabilities
+// "as sent" and checks "verbatim" — whitespace and key order included.
+func TestCapabilitiesAndChecksStoredAsSent(t *testing.T) {
+	t.Parallel()
+	c := Start(t)
+	caps := `{ "platforms" : [ "ios" ],  "z": 1, "a": {"n": 2} }`
+	r := c.PostJSON("/api/workers/register", `{"name":"n","capabilities":`+caps+`}`, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status)
+	w := r.Object(t)["id"].(string)
+	checks := `[ {"name": "disk",  "status":"pass"} ]`
+	r = c.PostJSON("/api/diagnostics/report", `{"worker_id":"`+w+`","status":"healthy","duration_ms":1,"checks":`+checks+`}`, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status)
+	c.Stop()
+	db, err := sql.Open("sqlite3", filepath.Join(c.Dir, "data", "controller.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	var gotCaps, gotChecks string
+	require.NoError(t, db.QueryRow(`SELECT capabilities FROM workers WHERE id = ?`, w).Scan(&gotCaps))
+	require.NoError(t, db.QueryRow(`SELECT checks FROM diagnostics WHERE worker_id = ?`, w).Scan(&gotChecks))
+	require.Equal(t, caps, gotCaps)
+	require.Equal(t, checks, gotChecks)
 }
