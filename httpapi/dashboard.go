@@ -110,7 +110,11 @@ func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 	v := &dashboardView{Generated: fmtTime(now.UnixMilli()), Pending: counts.Pending, Active: counts.Active(),
 		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
 		TotalBuilds: counts.Pending + counts.Active() + counts.Completed + counts.Failed}
-	for _, b := range pending {
+	for i, b := range pending {
+		if i == dashboardBuildLimit {
+			v.QueueMore = len(pending) - i
+			break
+		}
 		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: b.Platform,
 			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
 	}
