@@ -65,6 +65,7 @@ type dashboardView struct {
 	Pending, Active, Completed, Failed int
 	OnlineWorkers                      int
 	Queue                              []dashQueued
+	QueueMore                          int // queued builds not listed
 	Builds                             []dashBuild
 	Workers                            []dashWorker
 	BuildLimit                         int
