@@ -169,3 +169,14 @@ func TestDashboard(t *testing.T) {
 	c.PostJSON("/api/builds/"+b.ID+"/cancel", nil, c.KeyH())
 	require.Contains(t, string(c.Get("/dashboard/fragment", nil).Body), ">cancelled<")
 }
+
+func TestDashboardListsTheFirstHundredQueued(t *testing.T) {
+	t.Parallel()
+	c := Start(t)
+	for i := 0; i < 102; i++ {
+		c.Submit("ios", []byte("s"), nil)
+	}
+	page := string(c.Get("/", nil).Body)
+	require.Contains(t, page, "… and 2 more.")
+	require.Equal(t, 100, strings.Count(page, `<tr data-build=`)-100, "100 queued rows beside the 100 newest builds")
+}
