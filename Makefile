@@ -35,7 +35,7 @@ check: lint test ## Lint, then test
 
 # Fuzz targets as package:Target; the corpora in testdata/fuzz are replayed by `make test`.
 FUZZ_TARGETS := ./httpapi:FuzzSubmitMultipart ./httpapi:FuzzJSONBodies ./httpapi:FuzzPathIDs \
-                ./actors:FuzzParseCerts ./store:FuzzParseID
+                ./httpapi/certs:FuzzParseCerts ./store/domain:FuzzParseID
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
@@ -46,7 +46,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 
 .PHONY: bench
 bench: ## Go benchmarks of the hot paths (queue manager, store writes, upload/submit)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./store ./actors ./test
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./store ./actors/... ./test
 
 .PHONY: load
 load: ## Start a fresh controller and run cmd/loadgen against it (ARGS="--scenario idle")

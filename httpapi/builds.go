@@ -2,146 +2,60 @@ package httpapi
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
-	"github.com/expo-free-agent/controller/actors"
-	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
-// submitted is the answer to submit and retry.
-type submitted struct {
-	ID              string `json:"id"`
-	Status          string `json:"status"`
-	SubmittedAt     int64  `json:"submitted_at"`
-	AccessToken     string `json:"access_token"`
-	OriginalBuildID string `json:"original_build_id,omitempty"`
+// submittedJSON is the answer to submit and retry.
+type submittedJSON struct {
+	ID              string             `json:"id"`
+	Status          domain.BuildStatus `json:"status"`
+	SubmittedAt     int64              `json:"submitted_at"`
+	AccessToken     string             `json:"access_token"`
+	OriginalBuildID string             `json:"original_build_id,omitempty"`
+}
+
+func toSubmittedJSON(out queue.Submitted) submittedJSON {
+	return submittedJSON{ID: out.ID, Status: domain.StatusPending, SubmittedAt: out.SubmittedAt,
+		AccessToken: out.Token, OriginalBuildID: out.OriginalBuildID}
 }
 
 // submit is POST /api/builds/submit (§2.1): source and certs stream to
-// temporary files; nothing is kept unless the whole request is valid; the
-// answer follows the fsync of the files and the commit of the row.
+// temporary files; the queue manager keeps them only for a valid request,
+// and answers after the files are fsynced and the row committed.
 func (s *Server) submit(c echo.Context) error {
-	mr, err := multipartReader(c, s.cfg.MaxSourceSize+s.cfg.MaxCertsSize+1<<20)
+	f, err := s.readForm(c, formSpec{
+		limit:  s.cfg.MaxSourceSize + s.cfg.MaxCertsSize + 1<<20,
+		fields: []string{"platform"}, // profile, appleId, applePassword and the rest are dropped
+		files: map[string]fileSpec{
+			"source": {kind: files.KindSource, limit: s.cfg.MaxSourceSize, tooLarge: msgSourceTooLarge},
+			"certs":  {kind: files.KindCerts, limit: s.cfg.MaxCertsSize, tooLarge: msgCertsTooLarge},
+		},
+	})
 	if err != nil {
 		return err
 	}
-	var (
-		source, certs                    *actors.Staged
-		platform                         string
-		sawSource, sawCerts, sawPlatform bool
-	)
-	defer func() { source.Discard(); certs.Discard() }() // no-ops once committed
-	for {
-		p, err := nextPart(mr)
-		if err != nil {
-			return err
-		}
-		if p == nil {
-			break
-		}
-		switch name := p.FormName(); {
-		case name == "source" && !sawSource:
-			sawSource = true
-			if source, err = s.stageFile(c, p, actors.KindSource, s.cfg.MaxSourceSize, "Source file too large", nil); err != nil {
-				return err
-			}
-		case name == "certs" && !sawCerts:
-			sawCerts = true
-			if certs, err = s.stageFile(c, p, actors.KindCerts, s.cfg.MaxCertsSize, "Certs file too large", nil); err != nil {
-				return err
-			}
-		case name == "platform" && !sawPlatform:
-			sawPlatform = true
-			if platform, err = readTextPart(p); err != nil {
-				return err
-			}
-		default: // profile, appleId, applePassword and anything else: read and dropped
-			if err := drainPart(p); err != nil {
-				return err
-			}
-		}
+	defer f.discard()
+	if f.files["source"] == nil {
+		return fail(http.StatusBadRequest, msgSourceRequired)
 	}
-	if source == nil {
-		return fail(http.StatusBadRequest, "Source file required")
+	platform, ok := domain.ParsePlatform(f.text["platform"])
+	if !ok {
+		return fail(http.StatusBadRequest, msgInvalidPlatform)
 	}
-	if platform != store.PlatformIOS && platform != store.PlatformAndroid {
-		return fail(http.StatusBadRequest, "Valid platform required (ios|android)")
-	}
-	id := uuid.NewString()
-	return s.createBuild(c, id, platform, nil, func() (string, *string, error) {
-		src, err := source.Commit(id, ".zip")
-		if err != nil {
-			return src, nil, err
-		}
-		if certs == nil {
-			return src, nil, nil
-		}
-		crt, err := certs.Commit(id, ".zip")
-		return src, &crt, err
-	})
-}
-
-// createBuild places the files (place returns their relative paths), commits
-// the build through the queue manager and answers; on failure the placed
-// files are removed again.
-func (s *Server) createBuild(c echo.Context, id, platform string, original *string, place func() (string, *string, error)) error {
-	token, hash, err := newToken()
+	out, err := s.queue.Submit(c.Request().Context(),
+		queue.Submission{Platform: platform, Source: f.take("source"), Certs: f.take("certs")})
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
-	src, crt, err := place()
-	if err == nil {
-		nb := store.NewBuild{ID: id, Platform: platform, SubmittedAt: s.now(), SourcePath: src,
-			CertsPath: crt, TokenHash: hash, OriginalBuildID: original}
-		if err = s.queue.Submit(c.Request().Context(), nb); err == nil {
-			out := submitted{ID: id, Status: store.StatusPending, SubmittedAt: nb.SubmittedAt, AccessToken: token}
-			if original != nil {
-				out.OriginalBuildID = *original
-			}
-			return c.JSON(http.StatusOK, out)
-		}
-	}
-	for _, rel := range []*string{&src, crt} {
-		if rel != nil && *rel != "" {
-			if derr := s.files.Delete(*rel); derr != nil {
-				s.log.Error("removing the files of a failed submit", "build_id", id, "err", derr)
-			}
-		}
-	}
-	return internal(failMsg(c), err)
-}
-
-// stageFile streams one file part to a temporary file. A zero-byte part
-// counts as absent (nil). Answers: 413 tooLargeMsg past limit, 413 Request
-// body too large past the body cap, 400 Invalid multipart body for a broken
-// stream, and the route's 500 for a disk failure.
-func (s *Server) stageFile(c echo.Context, p io.Reader, kind actors.Kind, limit int64, tooLargeMsg string, progress func(int64)) (*actors.Staged, error) {
-	pr := &partReader{r: p}
-	st, err := s.files.Stage(kind, pr, limit, progress)
-	switch {
-	case err == nil && st.Size == 0:
-		st.Discard()
-		return nil, nil
-	case err == nil:
-		s.metrics.bytesIn.WithLabelValues(kindName(kind)).Add(float64(st.Size))
-		return st, nil
-	case errors.Is(err, actors.ErrTooLarge):
-		return nil, tooLarge(tooLargeMsg)
-	case pr.err != nil:
-		return nil, bodyReadError(pr.err)
-	default:
-		return nil, internal(failMsg(c), err)
-	}
+	return c.JSON(http.StatusOK, toSubmittedJSON(out))
 }
 
 // isoMillis formats epoch milliseconds as ISO-8601 UTC with milliseconds.
@@ -150,10 +64,10 @@ func isoMillis(ms int64) string {
 }
 
 type listItem struct {
-	ID          string  `json:"id"`
-	Status      string  `json:"status"`
-	CreatedAt   string  `json:"createdAt"`
-	CompletedAt *string `json:"completedAt,omitempty"`
+	ID          string             `json:"id"`
+	Status      domain.BuildStatus `json:"status"`
+	CreatedAt   string             `json:"createdAt"`
+	CompletedAt *string            `json:"completedAt,omitempty"`
 }
 
 // listBuilds is GET /api/builds (§2.2): an array, newest first; completedAt
@@ -161,7 +75,7 @@ type listItem struct {
 func (s *Server) listBuilds(c echo.Context) error {
 	builds, err := s.store.ListBuilds(c.Request().Context())
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	out := make([]listItem, len(builds))
 	for i, b := range builds {
@@ -175,18 +89,18 @@ func (s *Server) listBuilds(c echo.Context) error {
 }
 
 type activeItem struct {
-	ID        string  `json:"id"`
-	Status    string  `json:"status"`
-	Platform  string  `json:"platform"`
-	WorkerID  *string `json:"worker_id"`
-	StartedAt *int64  `json:"started_at"`
+	ID        string             `json:"id"`
+	Status    domain.BuildStatus `json:"status"`
+	Platform  domain.Platform    `json:"platform"`
+	WorkerID  *string            `json:"worker_id"`
+	StartedAt *int64             `json:"started_at"`
 }
 
 // activeBuilds is GET /api/builds/active (§2.3).
 func (s *Server) activeBuilds(c echo.Context) error {
 	builds, err := s.store.RunningBuilds(c.Request().Context())
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	out := make([]activeItem, len(builds))
 	for i, b := range builds {
@@ -195,52 +109,44 @@ func (s *Server) activeBuilds(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"builds": out})
 }
 
-// loadBuild resolves :id to a build: 404 Build not found for a non-UUID or
-// an unknown id.
-func (s *Server) loadBuild(c echo.Context) (store.Build, error) {
-	id, err := buildID(c)
-	if err != nil {
-		return store.Build{}, err
+// addressedBuild is the :id build: the one the caller's rule already loaded,
+// else loaded now (404 Build not found).
+func (s *Server) addressedBuild(c echo.Context) (domain.Build, error) {
+	if b := callerOf(c).Build; b != nil {
+		return *b, nil
 	}
-	b, err := s.store.GetBuild(c.Request().Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Build{}, fail(http.StatusNotFound, msgBuildNotFound)
-	}
-	if err != nil {
-		return store.Build{}, internal(failMsg(c), err)
-	}
-	return b, nil
+	return s.loadBuild(c)
 }
 
 type statusJSON struct {
-	ID           string  `json:"id"`
-	Status       string  `json:"status"`
-	Platform     string  `json:"platform"`
-	WorkerID     *string `json:"worker_id"`
-	SubmittedAt  int64   `json:"submitted_at"`
-	StartedAt    *int64  `json:"started_at"`
-	CompletedAt  *int64  `json:"completed_at"`
-	ErrorMessage *string `json:"error_message"`
+	ID           string             `json:"id"`
+	Status       domain.BuildStatus `json:"status"`
+	Platform     domain.Platform    `json:"platform"`
+	WorkerID     *string            `json:"worker_id"`
+	SubmittedAt  int64              `json:"submitted_at"`
+	StartedAt    *int64             `json:"started_at"`
+	CompletedAt  *int64             `json:"completed_at"`
+	ErrorMessage *string            `json:"error_message"`
 }
 
 // buildStatus is GET /api/builds/:id/status (§2.4): exactly eight fields.
 func (s *Server) buildStatus(c echo.Context) error {
-	b, err := s.loadBuild(c)
+	b, err := s.addressedBuild(c)
 	if err != nil {
 		return err
 	}
 	out := statusJSON{ID: b.ID, Status: b.Status, Platform: b.Platform, WorkerID: b.WorkerID,
 		SubmittedAt: b.SubmittedAt, StartedAt: b.StartedAt, CompletedAt: b.CompletedAt}
-	if b.Status == store.StatusFailed {
+	if b.Status == domain.StatusFailed {
 		out.ErrorMessage = b.ErrorMessage
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
 type logJSON struct {
-	Timestamp int64  `json:"timestamp"`
-	Level     string `json:"level"`
-	Message   string `json:"message"`
+	Timestamp int64           `json:"timestamp"`
+	Level     domain.LogLevel `json:"level"`
+	Message   string          `json:"message"`
 }
 
 // logPageSize is how many log entries are read and encoded at a time, so
@@ -256,11 +162,8 @@ func (s *Server) getLogs(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	page, err := s.store.LogPage(ctx, id, 0, logPageSize)
-	if errors.Is(err, store.ErrNotFound) {
-		return fail(http.StatusNotFound, msgBuildNotFound)
-	}
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
@@ -293,80 +196,25 @@ func (s *Server) getLogs(c echo.Context) error {
 
 // download is GET /api/builds/:id/download[/:type] (§2.6).
 func (s *Server) download(c echo.Context) error {
-	b, err := s.loadBuild(c)
+	b, err := s.addressedBuild(c)
 	if err != nil {
 		return err
 	}
 	switch c.Param("type") {
 	case "", "result":
-		if b.Status != store.StatusCompleted {
-			return fail(http.StatusBadRequest, "Build not completed")
+		if b.Status != domain.StatusCompleted {
+			return fail(http.StatusBadRequest, msgBuildNotCompleted)
 		}
 		if b.ResultPath == nil {
-			return fail(http.StatusNotFound, "Build result not found")
+			return fail(http.StatusNotFound, msgResultNotFound)
 		}
-		return s.sendFile(c, *b.ResultPath, echo.MIMEOctetStream, b.ID+actors.ResultExt(b.Platform),
-			"Build result not found", "Failed to read build result")
+		return s.sendFile(c, stored{rel: *b.ResultPath, contentType: echo.MIMEOctetStream,
+			filename: b.ID + b.Platform.ResultExt(), notFound: msgResultNotFound, failed: msgReadResultFailed})
 	case "source":
-		return s.sendFile(c, b.SourcePath, "application/zip", b.ID+".zip",
-			"Source file not found", "Failed to read source file")
+		return s.sendFile(c, stored{rel: b.SourcePath, contentType: "application/zip",
+			filename: b.ID + ".zip", notFound: msgSourceNotFound, failed: msgReadSourceFailed})
 	default:
-		return fail(http.StatusBadRequest, "Invalid file type")
-	}
-}
-
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, actors.ChunkSize); return &b }}
-
-// sendFile streams a stored file with its length and an attachment name.
-func (s *Server) sendFile(c echo.Context, rel, contentType, filename, notFoundMsg, failMessage string) error {
-	f, size, err := s.openStored(rel, notFoundMsg, failMessage)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	s.stream(c, f, size, contentType, filename)
-	return nil
-}
-
-// openStored opens a stored file: 404 notFoundMsg when it is absent, 500
-// failMessage when it cannot be read.
-func (s *Server) openStored(rel, notFoundMsg, failMessage string) (actors.File, int64, error) {
-	f, size, err := s.files.Open(rel)
-	if errors.Is(err, actors.ErrFileNotFound) || errors.Is(err, actors.ErrBadPath) {
-		return nil, 0, fail(http.StatusNotFound, notFoundMsg)
-	}
-	if err != nil {
-		return nil, 0, internal(failMessage, err)
-	}
-	return f, size, nil
-}
-
-// stream writes an open file as a 200 attachment through a 64 KiB buffer.
-func (s *Server) stream(c echo.Context, f io.Reader, size int64, contentType, filename string) {
-	h := c.Response().Header()
-	h.Set(echo.HeaderContentType, contentType)
-	h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
-	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+filename+`"`)
-	c.Response().WriteHeader(http.StatusOK)
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	n, err := io.CopyBuffer(c.Response(), io.LimitReader(f, size), *bp)
-	s.metrics.bytesOut.WithLabelValues(downloadKind(c)).Add(float64(n))
-	if err != nil {
-		s.log.Warn("download interrupted", "route", c.Path(), "err", err)
-	}
-}
-
-// downloadKind names what a download route sends, for the metrics.
-func downloadKind(c echo.Context) string {
-	p := c.Path()
-	switch {
-	case strings.HasSuffix(p, "/certs"):
-		return "certs"
-	case strings.HasSuffix(p, "/source"), c.Param("type") == "source":
-		return "source"
-	default:
-		return "result"
+		return fail(http.StatusBadRequest, msgInvalidFileType)
 	}
 }
 
@@ -376,14 +224,8 @@ func (s *Server) cancel(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.queue.Cancel(c.Request().Context(), id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return fail(http.StatusNotFound, msgBuildNotFound)
-	case errors.Is(err, store.ErrConflict):
-		return fail(http.StatusBadRequest, "Build already finished")
-	case err != nil:
-		return internal(failMsg(c), err)
+	if _, err := s.queue.Cancel(c.Request().Context(), id); err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "cancelled"})
 }
@@ -391,31 +233,13 @@ func (s *Server) cancel(c echo.Context) error {
 // retry is POST /api/builds/:id/retry (§2.8): a new build with copies of the
 // original's source and certs.
 func (s *Server) retry(c echo.Context) error {
-	b, err := s.loadBuild(c)
+	id, err := buildID(c)
 	if err != nil {
 		return err
 	}
-	if !b.Finished() {
-		return fail(http.StatusConflict, "Build is still in progress")
+	out, err := s.queue.Retry(c.Request().Context(), id)
+	if err != nil {
+		return err
 	}
-	id := uuid.NewString()
-	gone := fail(http.StatusBadRequest, "Original build source no longer available. Please submit a new build.")
-	var placeErr error
-	err = s.createBuild(c, id, b.Platform, &b.ID, func() (string, *string, error) {
-		src, err := s.files.Copy(b.SourcePath, actors.KindSource, id, ".zip")
-		if err != nil {
-			placeErr = err
-			return src, nil, err
-		}
-		if b.CertsPath == nil {
-			return src, nil, nil
-		}
-		crt, err := s.files.Copy(*b.CertsPath, actors.KindCerts, id, ".zip")
-		placeErr = err
-		return src, &crt, err
-	})
-	if errors.Is(placeErr, actors.ErrFileNotFound) || errors.Is(placeErr, actors.ErrBadPath) {
-		return gone
-	}
-	return err
+	return c.JSON(http.StatusOK, toSubmittedJSON(out))
 }

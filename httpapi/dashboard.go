@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"net/http"
 	"sort"
@@ -12,10 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/labstack/echo/v4"
-
-	"github.com/expo-free-agent/controller/actors"
-	"github.com/expo-free-agent/controller/store"
 )
 
 //go:embed web
@@ -33,13 +30,6 @@ const (
 // The dashboard (§3.3) is public and shows no secret: no token, no key, no
 // worker id (a worker id plus a build id opens keyless telemetry), no Apple
 // field, no certificate content and no path. html/template escapes all text.
-func (s *Server) dashboardRoutes(e *echo.Echo) {
-	s.route(e, http.MethodGet, "/", s.dashboardPage, msgInternal)
-	s.route(e, http.MethodGet, "/dashboard/fragment", s.dashboardFragment, msgInternal)
-	s.route(e, http.MethodGet, "/dashboard/assets/:name", s.dashboardAsset, msgInternal)
-	s.route(e, http.MethodGet, "/builds/:id", s.buildPage, msgInternal)
-	s.route(e, http.MethodGet, "/builds/:id/logs.json", s.buildPageLogs, msgInternal)
-}
 
 type dashBuild struct {
 	ID, ShortID, Platform, Status, Worker string
@@ -116,21 +106,21 @@ func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 			v.QueueMore = len(pending) - i
 			break
 		}
-		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: b.Platform,
+		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform),
 			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
 	}
 	for _, b := range recent {
 		v.Builds = append(v.Builds, toDashBuild(b, names, now.UnixMilli()))
 	}
 	for _, w := range workers {
-		dw := dashWorker{Name: w.Name, Status: w.Status, LastSeen: fmtTime(w.LastSeenAt) + " (" +
+		dw := dashWorker{Name: w.Name, Status: string(w.Status), LastSeen: fmtTime(w.LastSeenAt) + " (" +
 			fmtDuration(now.UnixMilli()-w.LastSeenAt) + " ago)", Platforms: platformsText(w.Capabilities),
 			Completed: w.BuildsCompleted, Failed: w.BuildsFailed,
 			Uptime: formatUptime(now.Sub(time.UnixMilli(w.RegisteredAt)))}
 		if id, ok := current[w.ID]; ok {
 			dw.CurrentBuild, dw.CurrentBuildShort = id, short(id)
 		}
-		if w.Status != store.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli() {
+		if w.Status != domain.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli() {
 			v.OnlineWorkers++
 		}
 		v.Workers = append(v.Workers, dw)
@@ -138,8 +128,8 @@ func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 	return v, nil
 }
 
-func toDashBuild(b store.Build, names map[string]string, now int64) dashBuild {
-	d := dashBuild{ID: b.ID, ShortID: short(b.ID), Platform: b.Platform, Status: b.Status,
+func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
+	d := dashBuild{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform), Status: string(b.Status),
 		Submitted: fmtTime(b.SubmittedAt), Attempts: b.Attempts, Cancelled: b.Cancelled, Running: b.Running()}
 	if b.Cancelled {
 		d.Status = "cancelled"
@@ -162,7 +152,7 @@ func toDashBuild(b store.Build, names map[string]string, now int64) dashBuild {
 	if b.CompletedAt != nil {
 		d.Completed = fmtTime(*b.CompletedAt)
 	}
-	if b.Status == store.StatusFailed && b.ErrorMessage != nil {
+	if b.Status == domain.StatusFailed && b.ErrorMessage != nil {
 		d.Error = *b.ErrorMessage
 	}
 	if b.ResultSHA256 != nil {
@@ -238,7 +228,7 @@ func platformsText(capabilities string) string {
 func (s *Server) render(c echo.Context, name string, data any) error {
 	var buf bytes.Buffer
 	if err := pageTemplates.ExecuteTemplate(&buf, name, data); err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.Blob(http.StatusOK, "text/html; charset=utf-8", buf.Bytes())
@@ -250,7 +240,7 @@ func (s *Server) render(c echo.Context, name string, data any) error {
 func (s *Server) dashboardPage(c echo.Context) error {
 	v, err := s.dashboardView(c)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	return s.render(c, "index.html", v)
 }
@@ -259,7 +249,7 @@ func (s *Server) dashboardPage(c echo.Context) error {
 func (s *Server) dashboardFragment(c echo.Context) error {
 	v, err := s.dashboardView(c)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	return s.render(c, "fragment.html", v)
 }
@@ -274,7 +264,7 @@ func (s *Server) dashboardAsset(c echo.Context) error {
 	}
 	b, err := webFiles.ReadFile("web/" + name)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "public, max-age=300")
 	return c.Blob(http.StatusOK, ct, b)
@@ -296,11 +286,11 @@ type pageLog struct {
 	Message   string `json:"message"`
 }
 
-func toPageLogs(entries []store.LogEntry) []pageLog {
+func toPageLogs(entries []domain.LogEntry) []pageLog {
 	out := make([]pageLog, len(entries))
 	for i, e := range entries {
 		out[i] = pageLog{Seq: e.Seq, Time: time.UnixMilli(e.Timestamp).UTC().Format("15:04:05.000"),
-			Timestamp: e.Timestamp, Level: e.Level, Message: e.Message}
+			Timestamp: e.Timestamp, Level: string(e.Level), Message: e.Message}
 	}
 	return out
 }
@@ -315,11 +305,11 @@ func (s *Server) buildPage(c echo.Context) error {
 	// The page shows the first lines; its script fetches the rest page by page.
 	entries, err := s.store.LogPage(c.Request().Context(), b.ID, 0, buildPageLogLines)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	names, err := s.workerNames(c)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	now := s.cfg.Clock.Now()
 	v := buildPageView{Build: toDashBuild(b, names, now.UnixMilli()), Logs: toPageLogs(entries),
@@ -351,21 +341,18 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 	}
 	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
 	entries, err := s.store.LogPage(c.Request().Context(), b.ID, after, logPageSize)
-	if errors.Is(err, store.ErrNotFound) {
-		return fail(http.StatusNotFound, msgBuildNotFound)
-	}
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	names, err := s.workerNames(c)
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	d := toDashBuild(b, names, s.cfg.Clock.Now().UnixMilli())
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusOK, map[string]any{
 		"status": d.Status, "worker": d.Worker, "duration": d.Duration, "attempts": d.Attempts,
 		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "logs": toPageLogs(entries),
-		"resultExt": actors.ResultExt(b.Platform),
+		"resultExt": b.Platform.ResultExt(),
 	})
 }

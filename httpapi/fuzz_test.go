@@ -30,9 +30,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 const (
@@ -56,19 +58,35 @@ type fakeQueue struct {
 	registered []store.Registration
 }
 
-func (q *fakeQueue) Submit(_ context.Context, nb store.NewBuild) error {
+// Submit commits the staged files as the queue manager does and records the
+// build it would create.
+func (q *fakeQueue) Submit(_ context.Context, sub queue.Submission) (queue.Submitted, error) {
+	id := uuid.NewString()
+	src, err := sub.Source.Commit(id, ".zip")
+	if err != nil {
+		return queue.Submitted{}, err
+	}
+	nb := store.NewBuild{ID: id, Platform: sub.Platform, SourcePath: src}
+	if sub.Certs != nil {
+		crt, err := sub.Certs.Commit(id, ".zip")
+		if err != nil {
+			return queue.Submitted{}, err
+		}
+		nb.CertsPath = &crt
+	}
 	q.submitted = append(q.submitted, nb)
-	return nil
+	tok, _, err := domain.NewToken()
+	return queue.Submitted{ID: id, Token: tok, SubmittedAt: 1}, err
 }
 
 func (q *fakeQueue) Seen(context.Context, string) error { return nil }
 
-func (q *fakeQueue) Register(_ context.Context, reg store.Registration) (store.Worker, bool, error) {
+func (q *fakeQueue) Register(_ context.Context, reg store.Registration) (domain.Worker, bool, error) {
 	q.registered = append(q.registered, reg)
 	if reg.ID == fuzzWorkerID || reg.ID == fuzzOtherID {
-		return store.Worker{ID: reg.ID, Name: reg.Name, Capabilities: reg.Capabilities}, false, nil
+		return domain.Worker{ID: reg.ID, Name: reg.Name, Capabilities: reg.Capabilities}, false, nil
 	}
-	return store.Worker{ID: uuid.NewString(), Name: reg.Name, Capabilities: reg.Capabilities}, true, nil
+	return domain.Worker{ID: uuid.NewString(), Name: reg.Name, Capabilities: reg.Capabilities}, true, nil
 }
 
 func (q *fakeQueue) Unregister(_ context.Context, workerID string) (int, error) {
@@ -89,20 +107,20 @@ type fakeStore struct {
 	httpapi.Store
 	logs        []store.LogInput
 	telemetry   []store.LogInput
-	snapshots   []store.CPUSnapshot
+	snapshots   []domain.CPUSnapshot
 	progress    []float64
-	diagnostics []store.Diagnostic
+	diagnostics []domain.Diagnostic
 }
 
-func (s *fakeStore) build() store.Build {
+func (s *fakeStore) build() domain.Build {
 	w, started := fuzzWorkerID, int64(1_700_000_000_000)
-	return store.Build{ID: fuzzBuildID, Platform: store.PlatformIOS, Status: store.StatusBuilding,
+	return domain.Build{ID: fuzzBuildID, Platform: domain.PlatformIOS, Status: domain.StatusBuilding,
 		WorkerID: &w, SubmittedAt: started - 1000, StartedAt: &started, SourcePath: "builds/" + fuzzBuildID + ".zip"}
 }
 
-func (s *fakeStore) GetBuild(_ context.Context, id string) (store.Build, error) {
+func (s *fakeStore) GetBuild(_ context.Context, id string) (domain.Build, error) {
 	if id != fuzzBuildID {
-		return store.Build{}, store.ErrNotFound
+		return domain.Build{}, store.ErrNotFound
 	}
 	return s.build(), nil
 }
@@ -125,11 +143,11 @@ func (s *fakeStore) AppendLogs(_ context.Context, buildID, workerID string, line
 	return len(lines), nil
 }
 
-func (s *fakeStore) LogPage(_ context.Context, buildID string, after int64, limit int) ([]store.LogEntry, error) {
+func (s *fakeStore) LogPage(_ context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, error) {
 	if buildID != fuzzBuildID {
 		return nil, store.ErrNotFound
 	}
-	return []store.LogEntry{}, nil
+	return []domain.LogEntry{}, nil
 }
 
 func (s *fakeStore) TouchBuild(_ context.Context, buildID, workerID string, _ int64) error {
@@ -146,7 +164,7 @@ func (s *fakeStore) Heartbeat(_ context.Context, buildID, workerID string, progr
 	return nil
 }
 
-func (s *fakeStore) RecordTelemetry(_ context.Context, buildID, workerID string, _ int64, line *store.LogInput, snap *store.CPUSnapshot) error {
+func (s *fakeStore) RecordTelemetry(_ context.Context, buildID, workerID string, _ int64, line *store.LogInput, snap *domain.CPUSnapshot) error {
 	if err := s.assignee(buildID, workerID); err != nil {
 		return err
 	}
@@ -159,14 +177,14 @@ func (s *fakeStore) RecordTelemetry(_ context.Context, buildID, workerID string,
 	return nil
 }
 
-func (s *fakeStore) GetWorker(_ context.Context, id string) (store.Worker, error) {
+func (s *fakeStore) GetWorker(_ context.Context, id string) (domain.Worker, error) {
 	if id != fuzzWorkerID && id != fuzzOtherID {
-		return store.Worker{}, store.ErrWorkerNotFound
+		return domain.Worker{}, store.ErrWorkerNotFound
 	}
-	return store.Worker{ID: id, Name: "w", Capabilities: "{}", Status: store.WorkerIdle, RegisteredAt: 1}, nil
+	return domain.Worker{ID: id, Name: "w", Capabilities: "{}", Status: domain.WorkerIdle, RegisteredAt: 1}, nil
 }
 
-func (s *fakeStore) AddDiagnostic(_ context.Context, d store.Diagnostic) error {
+func (s *fakeStore) AddDiagnostic(_ context.Context, d domain.Diagnostic) error {
 	if _, err := s.GetWorker(context.Background(), d.WorkerID); err != nil {
 		return err
 	}
@@ -174,11 +192,11 @@ func (s *fakeStore) AddDiagnostic(_ context.Context, d store.Diagnostic) error {
 	return nil
 }
 
-func (s *fakeStore) Diagnostics(_ context.Context, workerID string, _ int) ([]store.Diagnostic, error) {
+func (s *fakeStore) Diagnostics(_ context.Context, workerID string, _ int) ([]domain.Diagnostic, error) {
 	if _, err := s.GetWorker(context.Background(), workerID); err != nil {
 		return nil, err
 	}
-	return []store.Diagnostic{}, nil
+	return []domain.Diagnostic{}, nil
 }
 
 func (s *fakeStore) reset() {
@@ -187,13 +205,13 @@ func (s *fakeStore) reset() {
 
 // fastFS is the real file system without fsync: the fuzz loop checks which
 // files exist, not their durability, and fsync would cost milliseconds.
-type fastFS struct{ actors.OSFS }
+type fastFS struct{ files.OSFS }
 
-type noSyncFile struct{ actors.TempFile }
+type noSyncFile struct{ files.TempFile }
 
 func (noSyncFile) Sync() error { return nil }
 
-func (f fastFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
+func (f fastFS) CreateTemp(dir, pattern string) (files.TempFile, error) {
 	t, err := f.OSFS.CreateTemp(dir, pattern)
 	if err != nil {
 		return nil, err
@@ -215,18 +233,18 @@ func newFuzzEnv(tb testing.TB, withFiles bool) *fuzzEnv {
 	tb.Helper()
 	log := slog.New(slog.DiscardHandler)
 	env := &fuzzEnv{q: &fakeQueue{}, st: &fakeStore{}}
-	var files httpapi.Files
+	var fs httpapi.Files
 	if withFiles {
 		env.root = filepath.Join(tb.TempDir(), "storage")
-		fs, err := actors.NewFileStore(env.root, fastFS{}, log)
+		st, err := files.New(env.root, fastFS{}, log)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		files = fs
+		fs = st
 	}
 	cfg := httpapi.Config{Addr: "127.0.0.1:0", APIKey: fuzzKey, MaxSourceSize: fuzzMaxSource,
 		MaxCertsSize: fuzzMaxCerts, MaxResultSize: 128}
-	env.h = httpapi.New(cfg, env.q, env.st, files, log).Handler()
+	env.h = httpapi.New(cfg, env.q, env.st, fs, log).Handler()
 	return env
 }
 
@@ -421,7 +439,7 @@ func checkSubmitted(t *testing.T, env *fuzzEnv, rec *httptest.ResponseRecorder, 
 	}
 	id, _ := out["id"].(string)
 	tok, _ := out["access_token"].(string)
-	if canon, ok := store.ParseID(id); !ok || canon != id || out["status"] != "pending" || len(tok) != 43 {
+	if canon, ok := domain.ParseID(id); !ok || canon != id || out["status"] != "pending" || len(tok) != 43 {
 		t.Fatalf("200 body: %q", rec.Body.Bytes())
 	}
 	for _, c := range []byte(tok) {
@@ -433,7 +451,7 @@ func checkSubmitted(t *testing.T, env *fuzzEnv, rec *httptest.ResponseRecorder, 
 		t.Fatalf("200 with %d builds queued", len(env.q.submitted))
 	}
 	nb := env.q.submitted[0]
-	if nb.ID != id || (nb.Platform != store.PlatformIOS && nb.Platform != store.PlatformAndroid) {
+	if nb.ID != id || (nb.Platform != domain.PlatformIOS && nb.Platform != domain.PlatformAndroid) {
 		t.Fatalf("queued %+v for answer %q", nb, rec.Body.Bytes())
 	}
 	want := []string{"builds/" + id + ".zip"}
@@ -581,12 +599,12 @@ func FuzzJSONBodies(f *testing.F) {
 func checkStored(t *testing.T, name string, env *fuzzEnv) {
 	t.Helper()
 	for _, l := range env.st.logs {
-		if l.Level != store.LevelInfo && l.Level != store.LevelWarn && l.Level != store.LevelError {
+		if l.Level != domain.LevelInfo && l.Level != domain.LevelWarn && l.Level != domain.LevelError {
 			t.Fatalf("%s: stored log level %q", name, l.Level)
 		}
 	}
 	for _, l := range env.st.telemetry {
-		if l.Level != store.LevelInfo || !strings.HasPrefix(l.Message, "[VM] ") {
+		if l.Level != domain.LevelInfo || !strings.HasPrefix(l.Message, "[VM] ") {
 			t.Fatalf("%s: telemetry line %+v", name, l)
 		}
 	}
@@ -642,7 +660,7 @@ func FuzzPathIDs(f *testing.F) {
 	}
 	env := newFuzzEnv(f, false)
 	f.Fuzz(func(t *testing.T, id string) {
-		canon, ok := store.ParseID(id)
+		canon, ok := domain.ParseID(id)
 		checkParseID(t, id, canon, ok)
 		seg := url.PathEscape(id)
 		for _, rt := range []struct {
@@ -686,7 +704,7 @@ func checkParseID(t *testing.T, in, canon string, ok bool) {
 }
 
 func parseIDInvariant(in, canon string, ok bool) error {
-	upper, uok := store.ParseID(strings.ToUpper(in))
+	upper, uok := domain.ParseID(strings.ToUpper(in))
 	if uok != ok || upper != canon {
 		return fmt.Errorf("ParseID(%q) = %q, %v but ParseID(upper) = %q, %v", in, canon, ok, upper, uok)
 	}
@@ -708,7 +726,7 @@ func parseIDInvariant(in, canon string, ok bool) error {
 	if u, err := uuid.Parse(in); err != nil || u.String() != canon {
 		return fmt.Errorf("ParseID(%q) = %q but uuid.Parse says %v, %v", in, canon, u, err)
 	}
-	if again, ok := store.ParseID(canon); !ok || again != canon {
+	if again, ok := domain.ParseID(canon); !ok || again != canon {
 		return errors.New("ParseID is not idempotent on " + canon)
 	}
 	return nil

@@ -2,23 +2,22 @@ package httpapi
 
 import (
 	"context"
-	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/expo-free-agent/controller/actors"
-	"github.com/expo-free-agent/controller/store"
 )
 
 // QueueMetrics is what the metrics read from the queue manager.
 type QueueMetrics interface {
-	Stats(ctx context.Context) (actors.QueueStats, error)
-	Counters() actors.Counters
+	Stats(ctx context.Context) (queue.Stats, error)
+	Counters() queue.Counters
 }
 
 // metrics are the Prometheus metrics of GET /metrics. Request metrics are
@@ -61,11 +60,11 @@ func (m *metrics) observeRequest(method, route string, status int, d time.Durati
 	m.latency.WithLabelValues(method, route).Observe(d.Seconds())
 }
 
-func kindName(k actors.Kind) string {
+func kindName(k files.Kind) string {
 	switch k {
-	case actors.KindSource:
+	case files.KindSource:
 		return "source"
-	case actors.KindCerts:
+	case files.KindCerts:
 		return "certs"
 	default:
 		return "result"
@@ -104,20 +103,20 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	up := 1.0
 	if counts, err := c.store.BuildCounts(ctx); err == nil {
-		for status, n := range map[string]int{store.StatusPending: counts.Pending, store.StatusAssigned: counts.Assigned,
-			store.StatusBuilding: counts.Building, store.StatusCompleted: counts.Completed, store.StatusFailed: counts.Failed} {
-			ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.GaugeValue, float64(n), status)
+		for status, n := range map[domain.BuildStatus]int{domain.StatusPending: counts.Pending, domain.StatusAssigned: counts.Assigned,
+			domain.StatusBuilding: counts.Building, domain.StatusCompleted: counts.Completed, domain.StatusFailed: counts.Failed} {
+			ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.GaugeValue, float64(n), string(status))
 		}
 	} else {
 		up = 0
 	}
 	if workers, err := c.store.ListWorkers(ctx); err == nil {
-		by := map[string]int{store.WorkerIdle: 0, store.WorkerBuilding: 0, store.WorkerOffline: 0}
+		by := map[domain.WorkerStatus]int{domain.WorkerIdle: 0, domain.WorkerBuilding: 0, domain.WorkerOffline: 0}
 		for _, w := range workers {
 			by[w.Status]++
 		}
 		for status, n := range by {
-			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), status)
+			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), string(status))
 		}
 	} else {
 		up = 0
@@ -142,12 +141,4 @@ func (s *Server) metricsHandler() echo.HandlerFunc {
 		h.ServeHTTP(c.Response(), c.Request())
 		return nil
 	}
-}
-
-func (s *Server) metricsRoute(e *echo.Echo) {
-	var mw []echo.MiddlewareFunc
-	if !s.cfg.MetricsPublic {
-		mw = append(mw, s.requireKey)
-	}
-	s.route(e, http.MethodGet, "/metrics", s.metricsHandler(), msgInternal, mw...)
 }

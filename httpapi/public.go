@@ -63,7 +63,7 @@ func (s *Server) publicStats(c echo.Context) error {
 	day := now.UTC().Truncate(24 * time.Hour)
 	st, err := s.store.Stats(c.Request().Context(), now.Add(-onlineWindow).UnixMilli(), day.UnixMilli())
 	if err != nil {
-		return internal(failMsg(c), err)
+		return err
 	}
 	s.stats.value = statsJSON{NodesOnline: st.NodesOnline, BuildsQueued: st.BuildsQueued,
 		ActiveBuilds: st.ActiveBuilds, BuildsToday: st.BuildsToday, TotalBuilds: st.TotalBuilds,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/google/uuid"
 )
 
@@ -28,7 +29,7 @@ func benchRunning(b *testing.B, s *Store) (buildID, workerID string) {
 		b.Fatal(err)
 	}
 	id := uuid.NewString()
-	if err := s.CreateBuild(ctx, NewBuild{ID: id, Platform: PlatformIOS, SubmittedAt: 1,
+	if err := s.CreateBuild(ctx, NewBuild{ID: id, Platform: domain.PlatformIOS, SubmittedAt: 1,
 		SourcePath: "builds/" + id + ".zip", TokenHash: make([]byte, 32)}); err != nil {
 		b.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func BenchmarkAppendLogs100(b *testing.B) {
 	build, worker := benchRunning(b, s)
 	lines := make([]LogInput, 100)
 	for i := range lines {
-		lines[i] = LogInput{Level: LevelInfo, Message: fmt.Sprintf("Compiling module %d of 100 (a typical xcodebuild line)", i)}
+		lines[i] = LogInput{Level: domain.LevelInfo, Message: fmt.Sprintf("Compiling module %d of 100 (a typical xcodebuild line)", i)}
 	}
 	ctx := context.Background()
 	b.ResetTimer()
@@ -82,7 +83,7 @@ func BenchmarkBuildLifecycle(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := uuid.NewString()
-		if err := s.CreateBuild(ctx, NewBuild{ID: id, Platform: PlatformIOS, SubmittedAt: int64(i),
+		if err := s.CreateBuild(ctx, NewBuild{ID: id, Platform: domain.PlatformIOS, SubmittedAt: int64(i),
 			SourcePath: "builds/" + id + ".zip", TokenHash: make([]byte, 32)}); err != nil {
 			b.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
@@ -14,9 +16,9 @@ const buildColumns = `id, platform, status, worker_id, submitted_at, started_at,
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanBuild(r scanner) (Build, error) {
+func scanBuild(r scanner) (domain.Build, error) {
 	var (
-		b                                              Build
+		b                                              domain.Build
 		workerID, errMsg, certs, result, sha, original sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
 		progress                                       sql.NullFloat64
@@ -25,7 +27,7 @@ func scanBuild(r scanner) (Build, error) {
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
 		&result, &resultSize, &sha, &b.TokenHash, &original)
 	if err != nil {
-		return Build{}, err
+		return domain.Build{}, err
 	}
 	b.WorkerID, b.ErrorMessage, b.CertsPath = ptrString(workerID), ptrString(errMsg), ptrString(certs)
 	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
@@ -40,21 +42,21 @@ func scanBuild(r scanner) (Build, error) {
 
 func getBuild(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, id string) (Build, error) {
+}, id string) (domain.Build, error) {
 	b, err := scanBuild(q.QueryRowContext(ctx, `SELECT `+buildColumns+` FROM builds WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Build{}, ErrNotFound
+		return domain.Build{}, ErrNotFound
 	}
 	return b, err
 }
 
-func queryBuilds(ctx context.Context, db *sql.DB, query string, args ...any) ([]Build, error) {
+func queryBuilds(ctx context.Context, db *sql.DB, query string, args ...any) ([]domain.Build, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := []Build{}
+	out := []domain.Build{}
 	for rows.Next() {
 		b, err := scanBuild(rows)
 		if err != nil {
@@ -68,7 +70,7 @@ func queryBuilds(ctx context.Context, db *sql.DB, query string, args ...any) ([]
 // NewBuild describes a build to create.
 type NewBuild struct {
 	ID              string
-	Platform        string
+	Platform        domain.Platform
 	SubmittedAt     int64
 	SourcePath      string
 	CertsPath       *string
@@ -103,11 +105,11 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 		if err != nil {
 			return err
 		}
-		if err := appendLog(ctx, tx, nb.ID, nb.SubmittedAt, LevelInfo, msg); err != nil {
+		if err := appendLog(ctx, tx, nb.ID, nb.SubmittedAt, domain.LevelInfo, msg); err != nil {
 			return err
 		}
 		if nb.OriginalBuildID != nil {
-			return appendLog(ctx, tx, *nb.OriginalBuildID, nb.SubmittedAt, LevelInfo,
+			return appendLog(ctx, tx, *nb.OriginalBuildID, nb.SubmittedAt, domain.LevelInfo,
 				"Retried as build "+nb.ID)
 		}
 		return nil
@@ -115,36 +117,36 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 }
 
 // GetBuild returns one build, or ErrNotFound.
-func (s *Store) GetBuild(ctx context.Context, id string) (Build, error) {
+func (s *Store) GetBuild(ctx context.Context, id string) (domain.Build, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	b, err := getBuild(ctx, s.read, id)
 	if err != nil {
-		return Build{}, wrapCtx(ctx, "get build", err)
+		return domain.Build{}, wrapCtx(ctx, "get build", err)
 	}
 	return b, nil
 }
 
 // ListBuilds returns every build, newest submission first.
-func (s *Store) ListBuilds(ctx context.Context) ([]Build, error) {
+func (s *Store) ListBuilds(ctx context.Context) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "list builds",
 		`SELECT `+buildColumns+` FROM builds ORDER BY submitted_at DESC, id DESC`)
 }
 
 // RecentBuilds returns the newest limit builds, newest first.
-func (s *Store) RecentBuilds(ctx context.Context, limit int) ([]Build, error) {
+func (s *Store) RecentBuilds(ctx context.Context, limit int) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "recent builds",
 		`SELECT `+buildColumns+` FROM builds ORDER BY submitted_at DESC, id DESC LIMIT ?`, limit)
 }
 
 // PendingBuilds returns the pending builds in queue order (submit time, then id).
-func (s *Store) PendingBuilds(ctx context.Context) ([]Build, error) {
+func (s *Store) PendingBuilds(ctx context.Context) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "pending builds",
 		`SELECT `+buildColumns+` FROM builds WHERE status = 'pending' ORDER BY submitted_at, id`)
 }
 
 // RunningBuilds returns the assigned and building builds, oldest assignment first.
-func (s *Store) RunningBuilds(ctx context.Context) ([]Build, error) {
+func (s *Store) RunningBuilds(ctx context.Context) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "running builds",
 		`SELECT `+buildColumns+` FROM builds WHERE status IN ('assigned', 'building')
 		 ORDER BY started_at, id`)
@@ -152,13 +154,13 @@ func (s *Store) RunningBuilds(ctx context.Context) ([]Build, error) {
 
 // ExpiredBuilds returns the running builds whose last liveness signal is
 // older than cutoff (epoch ms).
-func (s *Store) ExpiredBuilds(ctx context.Context, cutoff int64) ([]Build, error) {
+func (s *Store) ExpiredBuilds(ctx context.Context, cutoff int64) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "expired builds",
 		`SELECT `+buildColumns+` FROM builds WHERE status IN ('assigned', 'building')
 		 AND COALESCE(last_activity_at, 0) < ? ORDER BY started_at, id`, cutoff)
 }
 
-func (s *Store) listBuilds(ctx context.Context, op, query string, args ...any) ([]Build, error) {
+func (s *Store) listBuilds(ctx context.Context, op, query string, args ...any) ([]domain.Build, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	out, err := queryBuilds(ctx, s.read, query, args...)
@@ -205,7 +207,7 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
 			return err
 		}
-		return appendLog(ctx, tx, buildID, now, LevelInfo, "Assigned to worker "+name)
+		return appendLog(ctx, tx, buildID, now, domain.LevelInfo, "Assigned to worker "+name)
 	})
 }
 
@@ -213,10 +215,10 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 // worker (counters unchanged, worker_id kept) and logs "Build cancelled". It
 // returns the build as it was before, or ErrNotFound, or ErrConflict when the
 // build is already finished.
-func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (Build, error) {
+func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	var before Build
+	var before domain.Build
 	err := s.tx(ctx, "cancel build", func(tx *sql.Tx) error {
 		b, err := getBuild(ctx, tx, id)
 		if err != nil {
@@ -235,10 +237,10 @@ func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (Build, e
 				return err
 			}
 		}
-		return appendLog(ctx, tx, id, now, LevelInfo, "Build cancelled")
+		return appendLog(ctx, tx, id, now, domain.LevelInfo, "Build cancelled")
 	})
 	if err != nil {
-		return Build{}, err
+		return domain.Build{}, err
 	}
 	return before, nil
 }
@@ -275,7 +277,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 				error_message = NULL, result_path = ?, result_size = ?, result_sha256 = ? WHERE id = ?`,
 				f.Now, f.ResultPath, f.ResultSize, f.ResultSHA256, f.BuildID)
 			if err == nil {
-				err = appendLog(ctx, tx, f.BuildID, f.Now, LevelInfo, "Build completed successfully")
+				err = appendLog(ctx, tx, f.BuildID, f.Now, domain.LevelInfo, "Build completed successfully")
 			}
 		} else {
 			counter = "builds_failed"
@@ -286,7 +288,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', completed_at = ?,
 				error_message = ? WHERE id = ?`, f.Now, msg, f.BuildID)
 			if err == nil {
-				err = appendLog(ctx, tx, f.BuildID, f.Now, LevelError, "Build failed: "+msg)
+				err = appendLog(ctx, tx, f.BuildID, f.Now, domain.LevelError, "Build failed: "+msg)
 			}
 		}
 		if err != nil {
@@ -298,25 +300,15 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 	})
 }
 
-// TimeoutOutcome says what TimeoutBuild did.
-type TimeoutOutcome int
-
-// The outcomes of TimeoutBuild.
-const (
-	TimeoutNone     TimeoutOutcome = iota // the build was not (or no longer) expired
-	TimeoutRequeued                       // back to pending, attempts raised
-	TimeoutFailed                         // attempts exhausted, failed
-)
-
 // TimeoutBuild detaches workerID from a build that has had no liveness signal
-// since before cutoff. Timeout number n (attempts+1) requeues the build while
-// n < maxAttempts and fails it otherwise; the worker becomes idle either way.
-// It returns TimeoutNone if the build is not running on that worker or has
-// shown liveness since.
-func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (TimeoutOutcome, error) {
+// since before cutoff and applies domain.DecideTimeout: requeued at its place
+// or failed; the worker becomes idle either way. It returns
+// domain.TimeoutNone if the build is not running on that worker or has shown
+// liveness since.
+func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (domain.TimeoutOutcome, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	outcome := TimeoutNone
+	outcome := domain.TimeoutNone
 	err := s.tx(ctx, "timeout build", func(tx *sql.Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
@@ -331,23 +323,23 @@ func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cuto
 		} else if err != nil {
 			return err
 		}
-		n := b.Attempts + 1
-		if n < maxAttempts {
-			outcome = TimeoutRequeued
+		decision := domain.DecideTimeout(b.Attempts, maxAttempts)
+		outcome = decision.Outcome
+		n := decision.Attempt
+		if outcome == domain.TimeoutRequeued {
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', attempts = ?,
 				worker_id = NULL, started_at = NULL, last_activity_at = NULL, progress = NULL
 				WHERE id = ?`, n, buildID)
 			if err == nil {
-				err = appendLog(ctx, tx, buildID, now, LevelWarn, fmt.Sprintf(
+				err = appendLog(ctx, tx, buildID, now, domain.LevelWarn, fmt.Sprintf(
 					"Build timeout - worker stopped responding; requeued (attempt %d of %d)", n, maxAttempts))
 			}
 		} else {
-			outcome = TimeoutFailed
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', attempts = ?,
 				worker_id = NULL, completed_at = ?, last_activity_at = NULL,
 				error_message = 'Build timeout - worker stopped responding' WHERE id = ?`, n, now, buildID)
 			if err == nil {
-				err = appendLog(ctx, tx, buildID, now, LevelError, fmt.Sprintf(
+				err = appendLog(ctx, tx, buildID, now, domain.LevelError, fmt.Sprintf(
 					"Build timeout - worker %s stopped responding; failed after %d of %d attempts", name, n, maxAttempts))
 			}
 		}
@@ -357,7 +349,7 @@ func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cuto
 		return releaseWorker(ctx, tx, workerID)
 	})
 	if err != nil {
-		return TimeoutNone, err
+		return domain.TimeoutNone, err
 	}
 	return outcome, nil
 }
@@ -387,14 +379,14 @@ func (s *Store) Heartbeat(ctx context.Context, buildID, workerID string, progres
 		if _, err := tx.ExecContext(ctx, `UPDATE builds SET progress = ? WHERE id = ?`, *progress, buildID); err != nil {
 			return err
 		}
-		return appendLog(ctx, tx, buildID, now, LevelInfo,
+		return appendLog(ctx, tx, buildID, now, domain.LevelInfo,
 			"Build progress: "+strconv.FormatFloat(*progress, 'f', -1, 64)+"%")
 	})
 }
 
 // RecordTelemetry is TouchBuild plus what a telemetry message leaves behind:
 // an optional log line and an optional CPU snapshot.
-func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, now int64, line *LogInput, snap *CPUSnapshot) error {
+func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, now int64, line *LogInput, snap *domain.CPUSnapshot) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "telemetry", func(tx *sql.Tx) error {
@@ -418,13 +410,13 @@ func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, n
 
 // touchAssignee checks that workerID is the build's current assignee, then
 // sets its liveness to now and moves assigned to building.
-func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, now int64) (Build, error) {
+func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, now int64) (domain.Build, error) {
 	b, err := getBuild(ctx, tx, buildID)
 	if err != nil {
-		return Build{}, err
+		return domain.Build{}, err
 	}
 	if !b.AssignedTo(workerID) {
-		return Build{}, ErrNotAssignee
+		return domain.Build{}, ErrNotAssignee
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?),
 		status = 'building' WHERE id = ?`, now, buildID)
@@ -520,7 +512,7 @@ func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason strin
 		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
 		return err
 	}
-	return appendLog(ctx, tx, id, now, LevelWarn, reason)
+	return appendLog(ctx, tx, id, now, domain.LevelWarn, reason)
 }
 
 // releaseWorker makes a building worker idle (an offline one stays offline).

@@ -10,9 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
-func buildIDs(bs []store.Build) []string {
+func buildIDs(bs []domain.Build) []string {
 	out := make([]string, 0, len(bs))
 	for _, b := range bs {
 		out = append(out, b.ID)
@@ -29,18 +30,18 @@ func TestCreateBuild(t *testing.T) {
 		b := uuid.NewString()
 		certs := "certs/" + b + ".zip"
 		require.NoError(t, d.s.CreateBuild(t.Context(), store.NewBuild{
-			ID: b, Platform: store.PlatformAndroid, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
+			ID: b, Platform: domain.PlatformAndroid, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
 			CertsPath: &certs, TokenHash: tokenHash("secret"),
 		}))
 
 		got := d.get(t, b)
-		require.Equal(t, store.Build{
-			ID: b, Platform: store.PlatformAndroid, Status: store.StatusPending, SubmittedAt: t0,
+		require.Equal(t, domain.Build{
+			ID: b, Platform: domain.PlatformAndroid, Status: domain.StatusPending, SubmittedAt: t0,
 			SourcePath: "builds/" + b + ".zip", CertsPath: &certs, TokenHash: tokenHash("secret"),
 		}, got)
 		require.False(t, got.Running())
 		require.False(t, got.Finished())
-		require.Equal(t, []store.LogEntry{{Seq: 1, Timestamp: t0, Level: store.LevelInfo, Message: "Build submitted"}},
+		require.Equal(t, []domain.LogEntry{{Seq: 1, Timestamp: t0, Level: domain.LevelInfo, Message: "Build submitted"}},
 			d.logs(t, b))
 	})
 
@@ -63,21 +64,21 @@ func TestCreateBuild(t *testing.T) {
 
 		retry := uuid.NewString()
 		require.NoError(t, d.s.CreateBuild(t.Context(), store.NewBuild{
-			ID: retry, Platform: store.PlatformIOS, SubmittedAt: t0 + 200, SourcePath: "builds/" + retry + ".zip",
+			ID: retry, Platform: domain.PlatformIOS, SubmittedAt: t0 + 200, SourcePath: "builds/" + retry + ".zip",
 			TokenHash: tokenHash("new"), OriginalBuildID: &old,
 		}))
 
 		got := d.get(t, retry)
-		require.Equal(t, store.StatusPending, got.Status)
+		require.Equal(t, domain.StatusPending, got.Status)
 		require.Zero(t, got.Attempts)
 		require.Equal(t, &old, got.OriginalBuildID)
-		require.Equal(t, []store.LogEntry{{Seq: 1, Timestamp: t0 + 200, Level: store.LevelInfo,
+		require.Equal(t, []domain.LogEntry{{Seq: 1, Timestamp: t0 + 200, Level: domain.LevelInfo,
 			Message: "Build submitted (retry of " + old + ")"}}, d.logs(t, retry))
 
 		oldLogs := d.logs(t, old)
-		require.Equal(t, store.LogEntry{Seq: 3, Timestamp: t0 + 200, Level: store.LevelInfo,
+		require.Equal(t, domain.LogEntry{Seq: 3, Timestamp: t0 + 200, Level: domain.LevelInfo,
 			Message: "Retried as build " + retry}, oldLogs[len(oldLogs)-1])
-		require.Equal(t, store.StatusFailed, d.get(t, old).Status, "the original is untouched")
+		require.Equal(t, domain.StatusFailed, d.get(t, old).Status, "the original is untouched")
 	})
 
 	t.Run("RetryOfMissingOriginal/NotFound", func(t *testing.T) {
@@ -88,7 +89,7 @@ func TestCreateBuild(t *testing.T) {
 		missing := uuid.NewString()
 		b := uuid.NewString()
 		err := d.s.CreateBuild(t.Context(), store.NewBuild{
-			ID: b, Platform: store.PlatformIOS, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
+			ID: b, Platform: domain.PlatformIOS, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
 			TokenHash: tokenHash("x"), OriginalBuildID: &missing,
 		})
 		require.ErrorIs(t, err, store.ErrNotFound)
@@ -101,7 +102,7 @@ func TestCreateBuild(t *testing.T) {
 		b := d.build(t, t0)
 		before := d.dump(t)
 		err := d.s.CreateBuild(t.Context(), store.NewBuild{
-			ID: b, Platform: store.PlatformIOS, SubmittedAt: t0 + 1, SourcePath: "builds/" + b + ".zip",
+			ID: b, Platform: domain.PlatformIOS, SubmittedAt: t0 + 1, SourcePath: "builds/" + b + ".zip",
 			TokenHash: tokenHash("x"),
 		})
 		require.ErrorIs(t, err, store.ErrInternal)
@@ -161,17 +162,17 @@ func TestListBuilds(t *testing.T) {
 	t.Run("NewestFirst", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
-		d.createBuild(t, id(2), t0+10, store.PlatformIOS)
-		d.createBuild(t, id(1), t0+30, store.PlatformAndroid)
-		d.createBuild(t, id(5), t0+20, store.PlatformIOS)
-		d.createBuild(t, id(4), t0+20, store.PlatformIOS) // same time: higher id first
+		d.createBuild(t, id(2), t0+10, domain.PlatformIOS)
+		d.createBuild(t, id(1), t0+30, domain.PlatformAndroid)
+		d.createBuild(t, id(5), t0+20, domain.PlatformIOS)
+		d.createBuild(t, id(4), t0+20, domain.PlatformIOS) // same time: higher id first
 		_, err := d.s.CancelBuild(t.Context(), id(2), t0+40)
 		require.NoError(t, err)
 
 		all, err := d.s.ListBuilds(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, []string{id(1), id(5), id(4), id(2)}, buildIDs(all))
-		require.Equal(t, store.StatusFailed, all[3].Status, "every state is listed")
+		require.Equal(t, domain.StatusFailed, all[3].Status, "every state is listed")
 	})
 }
 
@@ -179,7 +180,7 @@ func TestRecentBuilds(t *testing.T) {
 	t.Parallel()
 	d := newTestDB(t)
 	for i := 1; i <= 5; i++ {
-		d.createBuild(t, id(i), t0+int64(i), store.PlatformIOS)
+		d.createBuild(t, id(i), t0+int64(i), domain.PlatformIOS)
 	}
 	cases := []struct {
 		name  string
@@ -215,12 +216,12 @@ func TestPendingBuilds(t *testing.T) {
 	t.Run("SubmitOrderThenID", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
-		d.createBuild(t, id(9), t0+30, store.PlatformIOS)
-		d.createBuild(t, id(3), t0+10, store.PlatformAndroid)
-		d.createBuild(t, id(7), t0+20, store.PlatformIOS)
-		d.createBuild(t, id(6), t0+20, store.PlatformIOS)
-		d.createBuild(t, id(1), t0+40, store.PlatformIOS) // will be cancelled
-		d.createBuild(t, id(2), t0+5, store.PlatformIOS)  // will be running
+		d.createBuild(t, id(9), t0+30, domain.PlatformIOS)
+		d.createBuild(t, id(3), t0+10, domain.PlatformAndroid)
+		d.createBuild(t, id(7), t0+20, domain.PlatformIOS)
+		d.createBuild(t, id(6), t0+20, domain.PlatformIOS)
+		d.createBuild(t, id(1), t0+40, domain.PlatformIOS) // will be cancelled
+		d.createBuild(t, id(2), t0+5, domain.PlatformIOS)  // will be running
 		_, err := d.s.CancelBuild(t.Context(), id(1), t0+50)
 		require.NoError(t, err)
 		w := d.worker(t, "w", t0)
@@ -234,13 +235,13 @@ func TestPendingBuilds(t *testing.T) {
 	t.Run("RequeuedRegainsItsPlace", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
-		d.createBuild(t, id(1), t0+10, store.PlatformIOS)
+		d.createBuild(t, id(1), t0+10, domain.PlatformIOS)
 		w := d.worker(t, "w", t0)
 		require.NoError(t, d.s.AssignBuild(t.Context(), id(1), w, t0+20))
-		d.createBuild(t, id(2), t0+30, store.PlatformIOS)
+		d.createBuild(t, id(2), t0+30, domain.PlatformIOS)
 		out, err := d.s.TimeoutBuild(t.Context(), id(1), w, t0+1000, t0+1000, 3)
 		require.NoError(t, err)
-		require.Equal(t, store.TimeoutRequeued, out)
+		require.Equal(t, domain.TimeoutRequeued, out)
 
 		got, err := d.s.PendingBuilds(t.Context())
 		require.NoError(t, err)
@@ -253,9 +254,9 @@ func TestRunningBuilds(t *testing.T) {
 	d := newTestDB(t)
 	d.build(t, t0) // pending
 	w1, w2, w3 := d.worker(t, "w1", t0), d.worker(t, "w2", t0), d.worker(t, "w3", t0)
-	d.createBuild(t, id(1), t0+1, store.PlatformIOS)
-	d.createBuild(t, id(2), t0+2, store.PlatformIOS)
-	d.createBuild(t, id(3), t0+3, store.PlatformIOS)
+	d.createBuild(t, id(1), t0+1, domain.PlatformIOS)
+	d.createBuild(t, id(2), t0+2, domain.PlatformIOS)
+	d.createBuild(t, id(3), t0+3, domain.PlatformIOS)
 	// Assigned in the order 2, 1, 3: the answer follows the assignment time.
 	require.NoError(t, d.s.AssignBuild(t.Context(), id(2), w1, t0+100))
 	require.NoError(t, d.s.AssignBuild(t.Context(), id(1), w2, t0+200))
@@ -266,8 +267,8 @@ func TestRunningBuilds(t *testing.T) {
 	got, err := d.s.RunningBuilds(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, []string{id(2), id(1)}, buildIDs(got))
-	require.Equal(t, store.StatusAssigned, got[0].Status)
-	require.Equal(t, store.StatusBuilding, got[1].Status)
+	require.Equal(t, domain.StatusAssigned, got[0].Status)
+	require.Equal(t, domain.StatusBuilding, got[1].Status)
 	require.Equal(t, &w1, got[0].WorkerID)
 	require.Equal(t, ptr(t0+100), got[0].StartedAt)
 }
@@ -277,8 +278,8 @@ func TestExpiredBuilds(t *testing.T) {
 	d := newTestDB(t)
 	d.build(t, t0) // pending builds never expire
 	wA, wB := d.worker(t, "a", t0), d.worker(t, "b", t0)
-	d.createBuild(t, id(1), t0+1, store.PlatformIOS)
-	d.createBuild(t, id(2), t0+2, store.PlatformIOS)
+	d.createBuild(t, id(1), t0+1, domain.PlatformIOS)
+	d.createBuild(t, id(2), t0+2, domain.PlatformIOS)
 	require.NoError(t, d.s.AssignBuild(t.Context(), id(1), wA, t0+1000))
 	require.NoError(t, d.s.AssignBuild(t.Context(), id(2), wB, t0+2000))
 	require.NoError(t, d.s.TouchBuild(t.Context(), id(2), wB, t0+5000))
@@ -316,7 +317,7 @@ func TestAssignBuild(t *testing.T) {
 		require.NoError(t, d.s.AssignBuild(t.Context(), b, w, t0+500))
 
 		got := d.get(t, b)
-		require.Equal(t, store.StatusAssigned, got.Status)
+		require.Equal(t, domain.StatusAssigned, got.Status)
 		require.Equal(t, &w, got.WorkerID)
 		require.Equal(t, ptr(t0+500), got.StartedAt)
 		require.Equal(t, ptr(t0+500), got.LastActivityAt)
@@ -325,7 +326,7 @@ func TestAssignBuild(t *testing.T) {
 		require.False(t, got.AssignedTo(uuid.NewString()))
 
 		wk := d.getWorker(t, w)
-		require.Equal(t, store.WorkerBuilding, wk.Status)
+		require.Equal(t, domain.WorkerBuilding, wk.Status)
 		require.Equal(t, t0+500, wk.LastSeenAt)
 		require.Equal(t, []string{"info: Build submitted", "info: Assigned to worker mac-mini-1"}, d.messages(t, b))
 		require.Equal(t, t0+500, d.logs(t, b)[1].Timestamp)
@@ -336,10 +337,10 @@ func TestAssignBuild(t *testing.T) {
 		d := newTestDB(t)
 		b := d.build(t, t0)
 		w := d.worker(t, "w", t0+900)
-		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, store.WorkerOffline, t0))
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, domain.WorkerOffline, t0))
 		require.NoError(t, d.s.AssignBuild(t.Context(), b, w, t0+500))
 		wk := d.getWorker(t, w)
-		require.Equal(t, store.WorkerBuilding, wk.Status)
+		require.Equal(t, domain.WorkerBuilding, wk.Status)
 		require.Equal(t, t0+900, wk.LastSeenAt, "last seen is never lowered")
 	})
 
@@ -448,10 +449,10 @@ func TestCancelBuild(t *testing.T) {
 		b := d.build(t, t0)
 		before, err := d.s.CancelBuild(t.Context(), b, t0+100)
 		require.NoError(t, err)
-		require.Equal(t, store.StatusPending, before.Status, "the build as it was before")
+		require.Equal(t, domain.StatusPending, before.Status, "the build as it was before")
 
 		got := d.get(t, b)
-		require.Equal(t, store.StatusFailed, got.Status)
+		require.Equal(t, domain.StatusFailed, got.Status)
 		require.True(t, got.Cancelled)
 		require.Equal(t, ptr("Build cancelled by user"), got.ErrorMessage)
 		require.Equal(t, ptr(t0+100), got.CompletedAt)
@@ -483,7 +484,7 @@ func TestCancelBuild(t *testing.T) {
 			require.Equal(t, &w, before.WorkerID)
 
 			got := d.get(t, b)
-			require.Equal(t, store.StatusFailed, got.Status)
+			require.Equal(t, domain.StatusFailed, got.Status)
 			require.True(t, got.Cancelled)
 			require.Equal(t, &w, got.WorkerID, "worker_id is kept")
 			require.Equal(t, ptr(t0+1000), got.StartedAt)
@@ -491,7 +492,7 @@ func TestCancelBuild(t *testing.T) {
 			require.False(t, got.AssignedTo(w), "the worker is no longer the assignee")
 
 			wk := d.getWorker(t, w)
-			require.Equal(t, store.WorkerIdle, wk.Status)
+			require.Equal(t, domain.WorkerIdle, wk.Status)
 			require.Equal(t, workerBefore.BuildsCompleted, wk.BuildsCompleted)
 			require.Equal(t, workerBefore.BuildsFailed, wk.BuildsFailed)
 			require.Zero(t, wk.BuildsCompleted+wk.BuildsFailed, "counters unchanged")
@@ -512,10 +513,10 @@ func TestCancelBuild(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
 		b, w := d.running(t, "w", t0)
-		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, store.WorkerOffline, t0))
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, domain.WorkerOffline, t0))
 		_, err := d.s.CancelBuild(t.Context(), b, t0+2000)
 		require.NoError(t, err)
-		require.Equal(t, store.WorkerOffline, d.getWorker(t, w).Status)
+		require.Equal(t, domain.WorkerOffline, d.getWorker(t, w).Status)
 	})
 
 	refusals := []struct {
@@ -573,7 +574,7 @@ func TestFinishBuild(t *testing.T) {
 			ResultSize: 1234, ResultSHA256: "abcdef", Now: t0 + 9000,
 		}))
 		got := d.get(t, b)
-		require.Equal(t, store.StatusCompleted, got.Status)
+		require.Equal(t, domain.StatusCompleted, got.Status)
 		require.Equal(t, ptr(t0+9000), got.CompletedAt)
 		require.Nil(t, got.ErrorMessage)
 		require.Equal(t, ptr("results/"+b+".ipa"), got.ResultPath)
@@ -583,7 +584,7 @@ func TestFinishBuild(t *testing.T) {
 		require.False(t, got.Cancelled)
 
 		wk := d.getWorker(t, w)
-		require.Equal(t, store.WorkerIdle, wk.Status)
+		require.Equal(t, domain.WorkerIdle, wk.Status)
 		require.Equal(t, 1, wk.BuildsCompleted)
 		require.Zero(t, wk.BuildsFailed)
 		require.Equal(t, t0+9000, wk.LastSeenAt)
@@ -607,18 +608,18 @@ func TestFinishBuild(t *testing.T) {
 				BuildID: b, WorkerID: w, ErrorMessage: tc.message, ResultPath: "ignored", Now: t0 + 9000,
 			}))
 			got := d.get(t, b)
-			require.Equal(t, store.StatusFailed, got.Status)
+			require.Equal(t, domain.StatusFailed, got.Status)
 			require.Equal(t, ptr(tc.want), got.ErrorMessage)
 			require.Equal(t, ptr(t0+9000), got.CompletedAt)
 			require.Nil(t, got.ResultPath, "a failure stores no result")
 			require.False(t, got.Cancelled)
 
 			wk := d.getWorker(t, w)
-			require.Equal(t, store.WorkerIdle, wk.Status)
+			require.Equal(t, domain.WorkerIdle, wk.Status)
 			require.Zero(t, wk.BuildsCompleted)
 			require.Equal(t, 1, wk.BuildsFailed)
 			last := d.logs(t, b)[len(d.logs(t, b))-1]
-			require.Equal(t, store.LogEntry{Seq: last.Seq, Timestamp: t0 + 9000, Level: store.LevelError,
+			require.Equal(t, domain.LogEntry{Seq: last.Seq, Timestamp: t0 + 9000, Level: domain.LevelError,
 				Message: "Build failed: " + tc.want}, last)
 		})
 	}
@@ -668,7 +669,7 @@ func TestFinishBuild(t *testing.T) {
 			b, w := d.running(t, "w", t0)
 			out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+5000, t0+5000, 3)
 			require.NoError(t, err)
-			require.Equal(t, store.TimeoutRequeued, out)
+			require.Equal(t, domain.TimeoutRequeued, out)
 			return b, w
 		}, store.ErrNotAssignee},
 		{"NotFound", func(t *testing.T, d *testDB) (string, string) {
@@ -712,28 +713,28 @@ func TestTimeoutBuild(t *testing.T) {
 			require.Equal(t, n, got.Attempts)
 			require.Nil(t, got.WorkerID)
 			require.Nil(t, got.LastActivityAt)
-			require.Equal(t, store.WorkerIdle, d.getWorker(t, w).Status)
+			require.Equal(t, domain.WorkerIdle, d.getWorker(t, w).Status)
 			last := d.logs(t, b)[len(d.logs(t, b))-1]
 			require.Equal(t, now, last.Timestamp)
 
 			if n < maxAttempts {
-				require.Equal(t, store.TimeoutRequeued, out)
-				require.Equal(t, store.StatusPending, got.Status)
+				require.Equal(t, domain.TimeoutRequeued, out)
+				require.Equal(t, domain.StatusPending, got.Status)
 				require.Nil(t, got.StartedAt)
 				require.Nil(t, got.Progress)
 				require.Nil(t, got.ErrorMessage)
 				require.Nil(t, got.CompletedAt)
-				require.Equal(t, store.LevelWarn, last.Level)
+				require.Equal(t, domain.LevelWarn, last.Level)
 				require.Equal(t, fmt.Sprintf(
 					"Build timeout - worker stopped responding; requeued (attempt %d of 3)", n), last.Message)
 				continue
 			}
-			require.Equal(t, store.TimeoutFailed, out)
-			require.Equal(t, store.StatusFailed, got.Status)
+			require.Equal(t, domain.TimeoutFailed, out)
+			require.Equal(t, domain.StatusFailed, got.Status)
 			require.Equal(t, ptr("Build timeout - worker stopped responding"), got.ErrorMessage)
 			require.Equal(t, ptr(now), got.CompletedAt)
 			require.False(t, got.Cancelled)
-			require.Equal(t, store.LevelError, last.Level)
+			require.Equal(t, domain.LevelError, last.Level)
 			require.Contains(t, last.Message, "mac-1", "the error log names the worker")
 		}
 		wk := d.getWorker(t, w)
@@ -751,7 +752,7 @@ func TestTimeoutBuild(t *testing.T) {
 		b, w := d.running(t, "w", t0)
 		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+1001, t0+2000, 1)
 		require.NoError(t, err)
-		require.Equal(t, store.TimeoutFailed, out)
+		require.Equal(t, domain.TimeoutFailed, out)
 		require.Equal(t, 1, d.get(t, b).Attempts)
 	})
 
@@ -762,8 +763,8 @@ func TestTimeoutBuild(t *testing.T) {
 		d.exec(t, `DELETE FROM workers WHERE id = ?`, w)
 		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+1001, t0+2000, 3)
 		require.NoError(t, err)
-		require.Equal(t, store.TimeoutRequeued, out)
-		require.Equal(t, store.StatusPending, d.get(t, b).Status)
+		require.Equal(t, domain.TimeoutRequeued, out)
+		require.Equal(t, domain.StatusPending, d.get(t, b).Status)
 	})
 
 	none := []struct {
@@ -801,7 +802,7 @@ func TestTimeoutBuild(t *testing.T) {
 			before := d.dump(t)
 			out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+5000, t0+400_000, 3)
 			require.NoError(t, err)
-			require.Equal(t, store.TimeoutNone, out)
+			require.Equal(t, domain.TimeoutNone, out)
 			require.Equal(t, before, d.dump(t))
 		})
 	}
@@ -811,7 +812,7 @@ func TestTimeoutBuild(t *testing.T) {
 		d := newTestDB(t)
 		out, err := d.s.TimeoutBuild(t.Context(), uuid.NewString(), d.worker(t, "w", t0), t0, t0, 3)
 		require.ErrorIs(t, err, store.ErrNotFound)
-		require.Equal(t, store.TimeoutNone, out)
+		require.Equal(t, domain.TimeoutNone, out)
 	})
 }
 
@@ -825,7 +826,7 @@ func TestTouchBuild(t *testing.T) {
 		logsBefore := d.logs(t, b)
 		require.NoError(t, d.s.TouchBuild(t.Context(), b, w, t0+5000))
 		got := d.get(t, b)
-		require.Equal(t, store.StatusBuilding, got.Status)
+		require.Equal(t, domain.StatusBuilding, got.Status)
 		require.Equal(t, ptr(t0+5000), got.LastActivityAt)
 		require.Equal(t, ptr(t0+1000), got.StartedAt, "the start time stays")
 		require.Equal(t, logsBefore, d.logs(t, b), "a touch logs nothing")
@@ -833,7 +834,7 @@ func TestTouchBuild(t *testing.T) {
 		// A late, older signal never lowers liveness, and building stays building.
 		require.NoError(t, d.s.TouchBuild(t.Context(), b, w, t0+3000))
 		got = d.get(t, b)
-		require.Equal(t, store.StatusBuilding, got.Status)
+		require.Equal(t, domain.StatusBuilding, got.Status)
 		require.Equal(t, ptr(t0+5000), got.LastActivityAt)
 	})
 
@@ -872,8 +873,8 @@ func TestTouchBuild(t *testing.T) {
 			require.ErrorIs(t, d.s.TouchBuild(t.Context(), b, w, t0+50_000), tc.wantErr)
 			require.ErrorIs(t, d.s.Heartbeat(t.Context(), b, w, ptr(42.0), t0+50_000), tc.wantErr)
 			require.ErrorIs(t, d.s.RecordTelemetry(t.Context(), b, w, t0+50_000,
-				&store.LogInput{Level: store.LevelInfo, Message: "[VM] Monitor started"},
-				&store.CPUSnapshot{CPUPercent: 10, MemoryMB: 10}), tc.wantErr)
+				&store.LogInput{Level: domain.LevelInfo, Message: "[VM] Monitor started"},
+				&domain.CPUSnapshot{CPUPercent: 10, MemoryMB: 10}), tc.wantErr)
 			require.Equal(t, before, d.dump(t), "a refused signal writes nothing")
 		})
 	}
@@ -902,14 +903,14 @@ func TestHeartbeat(t *testing.T) {
 	for _, st := range steps {
 		require.NoError(t, d.s.Heartbeat(t.Context(), b, w, st.progress, st.now))
 		got := d.get(t, b)
-		require.Equal(t, store.StatusBuilding, got.Status)
+		require.Equal(t, domain.StatusBuilding, got.Status)
 		require.Equal(t, ptr(st.now), got.LastActivityAt)
 		if st.progress != nil {
 			require.Equal(t, st.progress, got.Progress)
 		}
 		if st.wantLog != "" {
-			want = append(want, store.LogEntry{Seq: int64(len(want) + 1), Timestamp: st.now,
-				Level: store.LevelInfo, Message: st.wantLog})
+			want = append(want, domain.LogEntry{Seq: int64(len(want) + 1), Timestamp: st.now,
+				Level: domain.LevelInfo, Message: st.wantLog})
 		}
 		require.Equal(t, want, d.logs(t, b))
 	}
@@ -924,10 +925,10 @@ func TestRecordTelemetry(t *testing.T) {
 		d := newTestDB(t)
 		b, w := d.running(t, "w", t0)
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, w, t0+3000,
-			&store.LogInput{Level: store.LevelInfo, Message: "[VM] Stage: build | CPU: 80%"},
-			&store.CPUSnapshot{CPUPercent: 87.5, MemoryMB: 2048}))
+			&store.LogInput{Level: domain.LevelInfo, Message: "[VM] Stage: build | CPU: 80%"},
+			&domain.CPUSnapshot{CPUPercent: 87.5, MemoryMB: 2048}))
 		got := d.get(t, b)
-		require.Equal(t, store.StatusBuilding, got.Status)
+		require.Equal(t, domain.StatusBuilding, got.Status)
 		require.Equal(t, ptr(t0+3000), got.LastActivityAt)
 		msgs := d.messages(t, b)
 		require.Equal(t, "info: [VM] Stage: build | CPU: 80%", msgs[len(msgs)-1])
@@ -949,7 +950,7 @@ func TestRecordTelemetry(t *testing.T) {
 		b, w := d.running(t, "w", t0)
 		logs := d.logs(t, b)
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, w, t0+3000, nil,
-			&store.CPUSnapshot{CPUPercent: 10, MemoryMB: 1}))
+			&domain.CPUSnapshot{CPUPercent: 10, MemoryMB: 1}))
 		require.Equal(t, logs, d.logs(t, b))
 		require.Equal(t, 1, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots WHERE build_id = ?`, b))
 	})
@@ -963,7 +964,7 @@ func TestRecordTelemetry(t *testing.T) {
 		require.Equal(t, logs, d.logs(t, b))
 		require.Zero(t, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots`))
 		require.Equal(t, ptr(t0+3000), d.get(t, b).LastActivityAt)
-		require.Equal(t, store.StatusBuilding, d.get(t, b).Status)
+		require.Equal(t, domain.StatusBuilding, d.get(t, b).Status)
 	})
 
 	t.Run("BadLevel/WritesNothing", func(t *testing.T) {
@@ -972,7 +973,7 @@ func TestRecordTelemetry(t *testing.T) {
 		b, w := d.running(t, "w", t0)
 		before := d.dump(t)
 		err := d.s.RecordTelemetry(t.Context(), b, w, t0+3000,
-			&store.LogInput{Level: "debug", Message: "x"}, &store.CPUSnapshot{CPUPercent: 1})
+			&store.LogInput{Level: "debug", Message: "x"}, &domain.CPUSnapshot{CPUPercent: 1})
 		require.ErrorIs(t, err, store.ErrInternal)
 		requireNoDriverError(t, err)
 		require.Equal(t, before, d.dump(t), "one transaction: the touch is rolled back too")
@@ -994,18 +995,18 @@ func TestRequeueOnUnregister(t *testing.T) {
 		require.Equal(t, b, got)
 
 		bl := d.get(t, b)
-		require.Equal(t, store.StatusPending, bl.Status)
+		require.Equal(t, domain.StatusPending, bl.Status)
 		require.Equal(t, 1, bl.Attempts, "attempts unchanged")
 		require.Nil(t, bl.WorkerID)
 		require.Nil(t, bl.StartedAt)
 		require.Nil(t, bl.LastActivityAt)
 		require.Nil(t, bl.Progress)
 		last := d.logs(t, b)[len(d.logs(t, b))-1]
-		require.Equal(t, store.LogEntry{Seq: last.Seq, Timestamp: t0 + 5000, Level: store.LevelWarn,
+		require.Equal(t, domain.LogEntry{Seq: last.Seq, Timestamp: t0 + 5000, Level: domain.LevelWarn,
 			Message: "Build requeued: worker mac-2 unregistered"}, last)
 
 		wk := d.getWorker(t, w)
-		require.Equal(t, store.WorkerOffline, wk.Status)
+		require.Equal(t, domain.WorkerOffline, wk.Status)
 		require.Zero(t, wk.BuildsCompleted+wk.BuildsFailed)
 		pending, err := d.s.PendingBuilds(t.Context())
 		require.NoError(t, err)
@@ -1021,7 +1022,7 @@ func TestRequeueOnUnregister(t *testing.T) {
 		got, err := d.s.RequeueOnUnregister(t.Context(), w, t0+5000)
 		require.NoError(t, err)
 		require.Empty(t, got)
-		require.Equal(t, store.WorkerOffline, d.getWorker(t, w).Status)
+		require.Equal(t, domain.WorkerOffline, d.getWorker(t, w).Status)
 		require.Equal(t, logs, d.logs(t, pending))
 	})
 
@@ -1034,7 +1035,7 @@ func TestRequeueOnUnregister(t *testing.T) {
 		got, err := d.s.RequeueOnUnregister(t.Context(), w, t0+5000)
 		require.NoError(t, err)
 		require.Empty(t, got)
-		require.Equal(t, store.StatusCompleted, d.get(t, b).Status)
+		require.Equal(t, domain.StatusCompleted, d.get(t, b).Status)
 	})
 
 	t.Run("WorkerNotFound", func(t *testing.T) {
@@ -1061,11 +1062,11 @@ func TestRecover(t *testing.T) {
 
 	// Worker states that disagree with the builds they hold.
 	stale := d.worker(t, "stale-building", t0)
-	require.NoError(t, d.s.SetWorkerStatus(t.Context(), stale, store.WorkerBuilding, t0))
+	require.NoError(t, d.s.SetWorkerStatus(t.Context(), stale, domain.WorkerBuilding, t0))
 	wrongIdle, wrongIdleWorker := d.running(t, "wrong-idle", t0+30)
-	require.NoError(t, d.s.SetWorkerStatus(t.Context(), wrongIdleWorker, store.WorkerIdle, t0))
+	require.NoError(t, d.s.SetWorkerStatus(t.Context(), wrongIdleWorker, domain.WorkerIdle, t0))
 	offline, offlineWorker := d.running(t, "offline", t0+40)
-	require.NoError(t, d.s.SetWorkerStatus(t.Context(), offlineWorker, store.WorkerOffline, t0))
+	require.NoError(t, d.s.SetWorkerStatus(t.Context(), offlineWorker, domain.WorkerOffline, t0))
 	pendingLogs := d.logs(t, pending)
 
 	const now = t0 + 86_400_000 // a day of downtime
@@ -1075,15 +1076,18 @@ func TestRecover(t *testing.T) {
 
 	t.Run("PendingStaysPending", func(t *testing.T) {
 		got := d.get(t, pending)
-		require.Equal(t, store.StatusPending, got.Status)
+		require.Equal(t, domain.StatusPending, got.Status)
 		require.Equal(t, pendingLogs, d.logs(t, pending))
 	})
 
 	t.Run("RunningWithWorkerStaysAssigned", func(t *testing.T) {
-		for _, b := range []struct{ id, worker, status string }{
-			{kept, keeper, store.StatusBuilding},
-			{wrongIdle, wrongIdleWorker, store.StatusAssigned},
-			{offline, offlineWorker, store.StatusAssigned},
+		for _, b := range []struct {
+			id, worker string
+			status     domain.BuildStatus
+		}{
+			{kept, keeper, domain.StatusBuilding},
+			{wrongIdle, wrongIdleWorker, domain.StatusAssigned},
+			{offline, offlineWorker, domain.StatusAssigned},
 		} {
 			got := d.get(t, b.id)
 			require.Equal(t, b.status, got.Status)
@@ -1098,14 +1102,14 @@ func TestRecover(t *testing.T) {
 
 	t.Run("WorkerGone/Requeued", func(t *testing.T) {
 		got := d.get(t, orphan)
-		require.Equal(t, store.StatusPending, got.Status)
+		require.Equal(t, domain.StatusPending, got.Status)
 		require.Nil(t, got.WorkerID)
 		require.Nil(t, got.StartedAt)
 		require.Nil(t, got.LastActivityAt)
 		require.Nil(t, got.Progress)
 		require.Zero(t, got.Attempts)
 		last := d.logs(t, orphan)[len(d.logs(t, orphan))-1]
-		require.Equal(t, store.LogEntry{Seq: last.Seq, Timestamp: now, Level: store.LevelWarn,
+		require.Equal(t, domain.LogEntry{Seq: last.Seq, Timestamp: now, Level: domain.LevelWarn,
 			Message: "Build requeued: worker gone at restart"}, last)
 		p, err := d.s.PendingBuilds(t.Context())
 		require.NoError(t, err)
@@ -1113,10 +1117,10 @@ func TestRecover(t *testing.T) {
 	})
 
 	t.Run("WorkerStatesFixed", func(t *testing.T) {
-		require.Equal(t, store.WorkerBuilding, d.getWorker(t, keeper).Status)
-		require.Equal(t, store.WorkerIdle, d.getWorker(t, stale).Status)
-		require.Equal(t, store.WorkerBuilding, d.getWorker(t, wrongIdleWorker).Status)
-		require.Equal(t, store.WorkerOffline, d.getWorker(t, offlineWorker).Status,
+		require.Equal(t, domain.WorkerBuilding, d.getWorker(t, keeper).Status)
+		require.Equal(t, domain.WorkerIdle, d.getWorker(t, stale).Status)
+		require.Equal(t, domain.WorkerBuilding, d.getWorker(t, wrongIdleWorker).Status)
+		require.Equal(t, domain.WorkerOffline, d.getWorker(t, offlineWorker).Status,
 			"an offline worker stays offline until seen")
 	})
 

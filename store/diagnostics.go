@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"database/sql"
+
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // AddDiagnostic stores a worker's diagnostic report. It returns
 // ErrWorkerNotFound if the worker does not exist.
-func (s *Store) AddDiagnostic(ctx context.Context, d Diagnostic) error {
+func (s *Store) AddDiagnostic(ctx context.Context, d domain.Diagnostic) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "add diagnostic", func(tx *sql.Tx) error {
@@ -23,10 +25,10 @@ func (s *Store) AddDiagnostic(ctx context.Context, d Diagnostic) error {
 
 // Diagnostics returns up to limit reports of a worker, newest first. It
 // returns ErrWorkerNotFound if the worker does not exist.
-func (s *Store) Diagnostics(ctx context.Context, workerID string, limit int) ([]Diagnostic, error) {
+func (s *Store) Diagnostics(ctx context.Context, workerID string, limit int) ([]domain.Diagnostic, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	out := []Diagnostic{}
+	out := []domain.Diagnostic{}
 	err := s.readTx(ctx, "diagnostics", func(tx *sql.Tx) error {
 		if _, err := workerName(ctx, tx, workerID); err != nil {
 			return err
@@ -38,7 +40,7 @@ func (s *Store) Diagnostics(ctx context.Context, workerID string, limit int) ([]
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var d Diagnostic
+			var d domain.Diagnostic
 			if err := rows.Scan(&d.ID, &d.WorkerID, &d.Status, &d.RunAt, &d.DurationMS, &d.AutoFixed, &d.Checks); err != nil {
 				return err
 			}

@@ -3,16 +3,18 @@ package store
 import (
 	"context"
 	"database/sql"
+
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // LogInput is a log line to append; its sequence number and time are assigned
 // by the store.
 type LogInput struct {
-	Level   string
+	Level   domain.LogLevel
 	Message string
 }
 
-func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level, message string) error {
+func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level domain.LogLevel, message string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
 		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM build_logs WHERE build_id = ?`,
 		buildID, now, level, message, buildID)
@@ -64,23 +66,23 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 }
 
 // Logs returns a build's whole log in insertion order, or ErrNotFound.
-func (s *Store) Logs(ctx context.Context, buildID string) ([]LogEntry, error) {
+func (s *Store) Logs(ctx context.Context, buildID string) ([]domain.LogEntry, error) {
 	return s.LogsAfter(ctx, buildID, 0)
 }
 
 // LogsAfter returns the build's log entries with a sequence number above
 // after, in order, or ErrNotFound.
-func (s *Store) LogsAfter(ctx context.Context, buildID string, after int64) ([]LogEntry, error) {
+func (s *Store) LogsAfter(ctx context.Context, buildID string, after int64) ([]domain.LogEntry, error) {
 	return s.LogPage(ctx, buildID, after, -1)
 }
 
 // LogPage returns at most limit (-1: no limit) of the build's log entries
 // with a sequence number above after, in order, or ErrNotFound. Paging by
 // sequence number is consistent because the log is append-only.
-func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit int) ([]LogEntry, error) {
+func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	out := []LogEntry{}
+	out := []domain.LogEntry{}
 	err := s.readTx(ctx, "logs", func(tx *sql.Tx) error {
 		if _, err := getBuild(ctx, tx, buildID); err != nil {
 			return err
@@ -92,7 +94,7 @@ func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit 
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var e LogEntry
+			var e domain.LogEntry
 			if err := rows.Scan(&e.Seq, &e.Timestamp, &e.Level, &e.Message); err != nil {
 				return err
 			}

@@ -9,9 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
-func seqs(entries []store.LogEntry) []int64 {
+func seqs(entries []domain.LogEntry) []int64 {
 	out := make([]int64, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, e.Seq)
@@ -28,26 +29,26 @@ func TestAppendLogs(t *testing.T) {
 		b := d.build(t, t0) // "Build submitted" is seq 1
 
 		n, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
-			{Level: store.LevelInfo, Message: "one"},
-			{Level: store.LevelWarn, Message: "two"},
-			{Level: store.LevelError, Message: "three"},
+			{Level: domain.LevelInfo, Message: "one"},
+			{Level: domain.LevelWarn, Message: "two"},
+			{Level: domain.LevelError, Message: "three"},
 		}, t0+100)
 		require.NoError(t, err)
 		require.Equal(t, 3, n)
 		n, err = d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
-			{Level: store.LevelInfo, Message: "four"},
-			{Level: store.LevelInfo, Message: "four"}, // duplicates are kept
+			{Level: domain.LevelInfo, Message: "four"},
+			{Level: domain.LevelInfo, Message: "four"}, // duplicates are kept
 		}, t0+200)
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 
-		require.Equal(t, []store.LogEntry{
-			{Seq: 1, Timestamp: t0, Level: store.LevelInfo, Message: "Build submitted"},
-			{Seq: 2, Timestamp: t0 + 100, Level: store.LevelInfo, Message: "one"},
-			{Seq: 3, Timestamp: t0 + 100, Level: store.LevelWarn, Message: "two"},
-			{Seq: 4, Timestamp: t0 + 100, Level: store.LevelError, Message: "three"},
-			{Seq: 5, Timestamp: t0 + 200, Level: store.LevelInfo, Message: "four"},
-			{Seq: 6, Timestamp: t0 + 200, Level: store.LevelInfo, Message: "four"},
+		require.Equal(t, []domain.LogEntry{
+			{Seq: 1, Timestamp: t0, Level: domain.LevelInfo, Message: "Build submitted"},
+			{Seq: 2, Timestamp: t0 + 100, Level: domain.LevelInfo, Message: "one"},
+			{Seq: 3, Timestamp: t0 + 100, Level: domain.LevelWarn, Message: "two"},
+			{Seq: 4, Timestamp: t0 + 100, Level: domain.LevelError, Message: "three"},
+			{Seq: 5, Timestamp: t0 + 200, Level: domain.LevelInfo, Message: "four"},
+			{Seq: 6, Timestamp: t0 + 200, Level: domain.LevelInfo, Message: "four"},
 		}, d.logs(t, b))
 	})
 
@@ -56,10 +57,10 @@ func TestAppendLogs(t *testing.T) {
 		d := newTestDB(t)
 		a, b := d.build(t, t0), d.build(t, t0)
 		for range 3 {
-			_, err := d.s.AppendLogs(t.Context(), a, "", []store.LogInput{{Level: store.LevelInfo, Message: "a"}}, t0)
+			_, err := d.s.AppendLogs(t.Context(), a, "", []store.LogInput{{Level: domain.LevelInfo, Message: "a"}}, t0)
 			require.NoError(t, err)
 		}
-		_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{{Level: store.LevelInfo, Message: "b"}}, t0)
+		_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{{Level: domain.LevelInfo, Message: "b"}}, t0)
 		require.NoError(t, err)
 		require.Equal(t, []int64{1, 2, 3, 4}, seqs(d.logs(t, a)))
 		require.Equal(t, []int64{1, 2}, seqs(d.logs(t, b)))
@@ -80,11 +81,11 @@ func TestAppendLogs(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
 		b, w := d.running(t, "w", t0)
-		n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{{Level: store.LevelInfo, Message: "from VM"}}, t0+7000)
+		n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{{Level: domain.LevelInfo, Message: "from VM"}}, t0+7000)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		got := d.get(t, b)
-		require.Equal(t, store.StatusBuilding, got.Status, "a worker's log starts building")
+		require.Equal(t, domain.StatusBuilding, got.Status, "a worker's log starts building")
 		require.Equal(t, ptr(t0+7000), got.LastActivityAt)
 		msgs := d.messages(t, b)
 		require.Equal(t, "info: from VM", msgs[len(msgs)-1])
@@ -136,7 +137,7 @@ func TestAppendLogs(t *testing.T) {
 			b, w := tc.setup(t, d)
 			before := d.dump(t)
 			n, err := d.s.AppendLogs(t.Context(), b, w, []store.LogInput{
-				{Level: store.LevelInfo, Message: "x"}, {Level: store.LevelError, Message: "y"},
+				{Level: domain.LevelInfo, Message: "x"}, {Level: domain.LevelError, Message: "y"},
 			}, t0+50_000)
 			require.ErrorIs(t, err, tc.wantErr)
 			require.Zero(t, n)
@@ -150,7 +151,7 @@ func TestAppendLogs(t *testing.T) {
 		b := d.build(t, t0)
 		before := d.dump(t)
 		n, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
-			{Level: store.LevelInfo, Message: "fine"},
+			{Level: domain.LevelInfo, Message: "fine"},
 			{Level: "debug", Message: "not a level"},
 		}, t0+1)
 		require.ErrorIs(t, err, store.ErrInternal)
@@ -170,7 +171,7 @@ func TestAppendLogs(t *testing.T) {
 			wg.Go(func() {
 				for j := range each {
 					_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
-						{Level: store.LevelInfo, Message: fmt.Sprintf("%d-%d", i, j)},
+						{Level: domain.LevelInfo, Message: fmt.Sprintf("%d-%d", i, j)},
 					}, t0+1)
 					errs <- err
 				}
@@ -194,8 +195,8 @@ func TestLogsAfter(t *testing.T) {
 	d := newTestDB(t)
 	b := d.build(t, t0)
 	_, err := d.s.AppendLogs(t.Context(), b, "", []store.LogInput{
-		{Level: store.LevelInfo, Message: "2"}, {Level: store.LevelInfo, Message: "3"},
-		{Level: store.LevelInfo, Message: "4"},
+		{Level: domain.LevelInfo, Message: "2"}, {Level: domain.LevelInfo, Message: "3"},
+		{Level: domain.LevelInfo, Message: "4"},
 	}, t0+1)
 	require.NoError(t, err)
 	empty := d.build(t, t0)

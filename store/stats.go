@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // Counts is the number of builds in each state.
@@ -32,22 +34,22 @@ func buildCounts(ctx context.Context, tx *sql.Tx, c *Counts) error {
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			st string
+			st domain.BuildStatus
 			n  int
 		)
 		if err := rows.Scan(&st, &n); err != nil {
 			return err
 		}
 		switch st {
-		case StatusPending:
+		case domain.StatusPending:
 			c.Pending = n
-		case StatusAssigned:
+		case domain.StatusAssigned:
 			c.Assigned = n
-		case StatusBuilding:
+		case domain.StatusBuilding:
 			c.Building = n
-		case StatusCompleted:
+		case domain.StatusCompleted:
 			c.Completed = n
-		case StatusFailed:
+		case domain.StatusFailed:
 			c.Failed = n
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 func TestBuildCounts(t *testing.T) {
@@ -69,7 +70,7 @@ func TestStats(t *testing.T) {
 		edge := d.worker(t, "edge", onlineSince)
 		d.worker(t, "stale", onlineSince-1)
 		offline := d.worker(t, "offline", now)
-		require.NoError(t, d.s.SetWorkerStatus(t.Context(), offline, store.WorkerOffline, now))
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), offline, domain.WorkerOffline, now))
 
 		// Completed yesterday: 10 s of build time, not today.
 		b := d.build(t, t0)
@@ -80,14 +81,14 @@ func TestStats(t *testing.T) {
 		b = d.build(t, t0)
 		require.NoError(t, d.s.AssignBuild(t.Context(), b, online, dayStart-5_000))
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, online, dayStart-4_000, nil,
-			&store.CPUSnapshot{CPUPercent: 40, MemoryMB: 100}))
+			&domain.CPUSnapshot{CPUPercent: 40, MemoryMB: 100}))
 		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: online, Success: true,
 			ResultPath: "results/" + b + ".ipa", Now: dayStart}))
 		// Failed today: 25 s, counted in total time but not in buildsToday.
 		b = d.build(t, t0)
 		require.NoError(t, d.s.AssignBuild(t.Context(), b, edge, dayStart+1_000))
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, edge, dayStart+2_000, nil,
-			&store.CPUSnapshot{CPUPercent: 100, MemoryMB: 100}))
+			&domain.CPUSnapshot{CPUPercent: 100, MemoryMB: 100}))
 		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: edge, Now: dayStart + 26_000}))
 		// Cancelled while pending: finished, but no start time, so no build time.
 		_, err := d.s.CancelBuild(t.Context(), d.build(t, t0), dayStart+30_000)
@@ -96,7 +97,7 @@ func TestStats(t *testing.T) {
 		b = d.build(t, t0)
 		require.NoError(t, d.s.AssignBuild(t.Context(), b, online, now-1_000))
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, online, now-500, nil,
-			&store.CPUSnapshot{CPUPercent: 10, MemoryMB: 100}))
+			&domain.CPUSnapshot{CPUPercent: 10, MemoryMB: 100}))
 		d.build(t, t0)
 		d.build(t, t0)
 
@@ -137,7 +138,7 @@ func TestStats(t *testing.T) {
 		b, w := d.running(t, "w", t0) // started t0+1000
 		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+2000, t0+301_000, 1)
 		require.NoError(t, err)
-		require.Equal(t, store.TimeoutFailed, out)
+		require.Equal(t, domain.TimeoutFailed, out)
 		st, err := d.s.Stats(t.Context(), t0, t0)
 		require.NoError(t, err)
 		require.Equal(t, int64(300_000), st.TotalBuildTimeMS)

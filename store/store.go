@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/expo-free-agent/controller/store/fsync"
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
@@ -56,7 +57,7 @@ type Store struct {
 	read      *sql.DB
 	opTimeout time.Duration
 	wal       *walFile
-	durable   *GroupSyncer  // makes commits durable (group commit of the WAL fsync)
+	durable   *fsync.Group  // makes commits durable (group commit of the WAL fsync)
 	committed atomic.Uint64 // commits so far
 	synced    atomic.Uint64 // every commit up to this one is durable
 }
@@ -100,7 +101,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("%w: create database directory: %v", ErrInternal, err)
 	}
 	s := &Store{opTimeout: DefaultOpTimeout, wal: &walFile{path: path + "-wal"}}
-	s.durable = NewGroupSyncer(s.wal.Sync)
+	s.durable = fsync.NewGroup(s.wal.Sync)
 	for _, o := range opts {
 		o(s)
 	}

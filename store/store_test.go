@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // t0 is an arbitrary fixed instant (2026-01-01T00:00:00Z) in epoch ms; tests
@@ -53,7 +54,7 @@ func tokenHash(s string) []byte {
 }
 
 // createBuild inserts a pending build with the given id and submit time.
-func (d *testDB) createBuild(t *testing.T, buildID string, submittedAt int64, platform string) {
+func (d *testDB) createBuild(t *testing.T, buildID string, submittedAt int64, platform domain.Platform) {
 	t.Helper()
 	require.NoError(t, d.s.CreateBuild(t.Context(), store.NewBuild{
 		ID:          buildID,
@@ -68,7 +69,7 @@ func (d *testDB) createBuild(t *testing.T, buildID string, submittedAt int64, pl
 func (d *testDB) build(t *testing.T, submittedAt int64) string {
 	t.Helper()
 	b := uuid.NewString()
-	d.createBuild(t, b, submittedAt, store.PlatformIOS)
+	d.createBuild(t, b, submittedAt, domain.PlatformIOS)
 	return b
 }
 
@@ -93,21 +94,21 @@ func (d *testDB) running(t *testing.T, name string, submittedAt int64) (buildID,
 	return buildID, workerID
 }
 
-func (d *testDB) get(t *testing.T, buildID string) store.Build {
+func (d *testDB) get(t *testing.T, buildID string) domain.Build {
 	t.Helper()
 	b, err := d.s.GetBuild(t.Context(), buildID)
 	require.NoError(t, err)
 	return b
 }
 
-func (d *testDB) getWorker(t *testing.T, workerID string) store.Worker {
+func (d *testDB) getWorker(t *testing.T, workerID string) domain.Worker {
 	t.Helper()
 	w, err := d.s.GetWorker(t.Context(), workerID)
 	require.NoError(t, err)
 	return w
 }
 
-func (d *testDB) logs(t *testing.T, buildID string) []store.LogEntry {
+func (d *testDB) logs(t *testing.T, buildID string) []domain.LogEntry {
 	t.Helper()
 	l, err := d.s.Logs(t.Context(), buildID)
 	require.NoError(t, err)
@@ -119,7 +120,7 @@ func (d *testDB) messages(t *testing.T, buildID string) []string {
 	t.Helper()
 	var out []string
 	for _, e := range d.logs(t, buildID) {
-		out = append(out, e.Level+": "+e.Message)
+		out = append(out, string(e.Level)+": "+e.Message)
 	}
 	return out
 }
@@ -195,7 +196,7 @@ func TestOpen(t *testing.T) {
 
 		b := uuid.NewString()
 		require.NoError(t, s.CreateBuild(t.Context(), store.NewBuild{
-			ID: b, Platform: store.PlatformAndroid, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
+			ID: b, Platform: domain.PlatformAndroid, SubmittedAt: t0, SourcePath: "builds/" + b + ".zip",
 			TokenHash: tokenHash("x"),
 		}))
 		require.NoError(t, s.Close())
@@ -215,7 +216,7 @@ func TestOpen(t *testing.T) {
 			require.Equal(t, first, again)
 			got, err := s.GetBuild(t.Context(), b)
 			require.NoError(t, err, "data survives a reopen")
-			require.Equal(t, store.PlatformAndroid, got.Platform)
+			require.Equal(t, domain.PlatformAndroid, got.Platform)
 			require.NoError(t, s.Close())
 		}
 
@@ -256,55 +257,8 @@ func TestOpen(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t, store.WithOpTimeout(time.Minute))
 		b := d.build(t, t0)
-		require.Equal(t, store.StatusPending, d.get(t, b).Status)
+		require.Equal(t, domain.StatusPending, d.get(t, b).Status)
 	})
-}
-
-func TestParseID(t *testing.T) {
-	t.Parallel()
-	const canonical = "0f8fad5b-d9cb-469f-a165-70867728950e"
-	ok := []struct {
-		name, in, want string
-	}{
-		{"Lowercase", canonical, canonical},
-		{"UppercaseLowered", strings.ToUpper(canonical), canonical},
-		{"MixedCaseLowered", "0F8fad5B-d9cb-469F-a165-70867728950E", canonical},
-		{"Nil", "00000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000000"},
-	}
-	for _, tc := range ok {
-		t.Run("OK/"+tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, valid := store.ParseID(tc.in)
-			require.True(t, valid)
-			require.Equal(t, tc.want, got)
-		})
-	}
-	bad := []struct{ name, in string }{
-		{"Empty", ""},
-		{"Traversal", "../etc/passwd"},
-		{"PercentEncodedTraversal", "%2e%2e%2f"},
-		{"EncodedTraversalPath", "%2e%2e%2f%2e%2e%2fetc%2fpasswd"},
-		{"Braces", "{" + canonical + "}"},
-		{"URN", "urn:uuid:" + canonical},
-		{"NoHyphens", strings.ReplaceAll(canonical, "-", "")},
-		{"TooLong", strings.Repeat("a", 300)},
-		{"TrailingNewline", canonical + "\n"},
-		{"LeadingSpace", " " + canonical[1:]},
-		{"NonHexDigit", "0f8fad5b-d9cb-469f-a165-70867728950g"},
-		{"HyphenMisplaced", "0f8fad5bd-9cb-469f-a165-70867728950e"},
-		{"SlashInside", "0f8fad5b-d9cb-469f-a165-7086772895/e"},
-		{"DotsInside", "0f8fad5b-d9cb-469f-a165-708677289..e"},
-		{"Truncated", canonical[:35]},
-		{"NonASCII", "0f8fad5b-d9cb-469f-a165-7086772895é"},
-	}
-	for _, tc := range bad {
-		t.Run("Refused/"+tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, valid := store.ParseID(tc.in)
-			require.False(t, valid)
-			require.Empty(t, got)
-		})
-	}
 }
 
 // operation is one public store call made against a prepared database.
@@ -324,7 +278,7 @@ func prepare(t *testing.T, d *testDB) fixture {
 	f.pending = d.build(t, t0)
 	f.running, f.worker = d.running(t, "busy", t0+10)
 	f.idleWorker = d.worker(t, "idle", t0+20)
-	require.NoError(t, d.s.AddDiagnostic(t.Context(), store.Diagnostic{
+	require.NoError(t, d.s.AddDiagnostic(t.Context(), domain.Diagnostic{
 		ID: uuid.NewString(), WorkerID: f.worker, Status: "healthy", RunAt: t0, Checks: "[]",
 	}))
 	return f
@@ -334,12 +288,12 @@ func allOperations() []operation {
 	return []operation{
 		{"CreateBuild", func(ctx context.Context, d *testDB, f fixture) error {
 			b := uuid.NewString()
-			return d.s.CreateBuild(ctx, store.NewBuild{ID: b, Platform: store.PlatformIOS, SubmittedAt: t0,
+			return d.s.CreateBuild(ctx, store.NewBuild{ID: b, Platform: domain.PlatformIOS, SubmittedAt: t0,
 				SourcePath: "builds/" + b + ".zip", TokenHash: tokenHash("t")})
 		}},
 		{"CreateRetry", func(ctx context.Context, d *testDB, f fixture) error {
 			b := uuid.NewString()
-			return d.s.CreateBuild(ctx, store.NewBuild{ID: b, Platform: store.PlatformIOS, SubmittedAt: t0,
+			return d.s.CreateBuild(ctx, store.NewBuild{ID: b, Platform: domain.PlatformIOS, SubmittedAt: t0,
 				SourcePath: "builds/" + b + ".zip", TokenHash: tokenHash("t"), OriginalBuildID: &f.pending})
 		}},
 		{"GetBuild", func(ctx context.Context, d *testDB, f fixture) error {
@@ -389,8 +343,8 @@ func allOperations() []operation {
 		}},
 		{"RecordTelemetry", func(ctx context.Context, d *testDB, f fixture) error {
 			return d.s.RecordTelemetry(ctx, f.running, f.worker, t0+5000,
-				&store.LogInput{Level: store.LevelInfo, Message: "[VM] Monitor started"},
-				&store.CPUSnapshot{CPUPercent: 50, MemoryMB: 100})
+				&store.LogInput{Level: domain.LevelInfo, Message: "[VM] Monitor started"},
+				&domain.CPUSnapshot{CPUPercent: 50, MemoryMB: 100})
 		}},
 		{"RequeueOnUnregister", func(ctx context.Context, d *testDB, f fixture) error {
 			_, err := d.s.RequeueOnUnregister(ctx, f.worker, t0+5000)
@@ -401,7 +355,7 @@ func allOperations() []operation {
 			return err
 		}},
 		{"AppendLogs", func(ctx context.Context, d *testDB, f fixture) error {
-			_, err := d.s.AppendLogs(ctx, f.running, f.worker, []store.LogInput{{Level: store.LevelInfo, Message: "x"}}, t0+5000)
+			_, err := d.s.AppendLogs(ctx, f.running, f.worker, []store.LogInput{{Level: domain.LevelInfo, Message: "x"}}, t0+5000)
 			return err
 		}},
 		{"Logs", func(ctx context.Context, d *testDB, f fixture) error {
@@ -430,13 +384,13 @@ func allOperations() []operation {
 			return err
 		}},
 		{"SetWorkerStatus", func(ctx context.Context, d *testDB, f fixture) error {
-			return d.s.SetWorkerStatus(ctx, f.idleWorker, store.WorkerOffline, t0+5000)
+			return d.s.SetWorkerStatus(ctx, f.idleWorker, domain.WorkerOffline, t0+5000)
 		}},
 		{"SaveLastSeen", func(ctx context.Context, d *testDB, f fixture) error {
 			return d.s.SaveLastSeen(ctx, map[string]int64{f.worker: t0 + 5000, f.idleWorker: t0 + 5000})
 		}},
 		{"AddDiagnostic", func(ctx context.Context, d *testDB, f fixture) error {
-			return d.s.AddDiagnostic(ctx, store.Diagnostic{ID: uuid.NewString(), WorkerID: f.worker,
+			return d.s.AddDiagnostic(ctx, domain.Diagnostic{ID: uuid.NewString(), WorkerID: f.worker,
 				Status: "warning", RunAt: t0 + 5000, Checks: "[]"})
 		}},
 		{"Diagnostics", func(ctx context.Context, d *testDB, f fixture) error {
@@ -515,4 +469,28 @@ func TestClosedStore(t *testing.T) {
 			requireNoDriverError(t, err)
 		})
 	}
+}
+
+// TestDeferSyncAndSync: under DeferSync a write returns after its commit
+// without an fsync; Sync then makes it durable, and a Sync with nothing new
+// to cover does not fsync.
+func TestDeferSyncAndSync(t *testing.T) {
+	t.Parallel()
+	s := newTestDB(t).s
+	ctx := t.Context()
+	_, fsyncs0 := s.SyncStats()
+	_, _, err := s.RegisterWorker(store.DeferSync(ctx), store.Registration{Name: "w", Capabilities: "{}", Now: 1})
+	require.NoError(t, err)
+	_, fsyncs1 := s.SyncStats()
+	require.Equal(t, fsyncs0, fsyncs1, "no fsync under DeferSync")
+	require.NoError(t, s.Sync())
+	_, fsyncs2 := s.SyncStats()
+	require.Equal(t, fsyncs1+1, fsyncs2)
+	require.NoError(t, s.Sync())
+	_, fsyncs3 := s.SyncStats()
+	require.Equal(t, fsyncs2, fsyncs3, "nothing new: no fsync")
+	_, _, err = s.RegisterWorker(ctx, store.Registration{Name: "w2", Capabilities: "{}", Now: 1})
+	require.NoError(t, err)
+	_, fsyncs4 := s.SyncStats()
+	require.Equal(t, fsyncs3+1, fsyncs4, "a normal write waits for its fsync")
 }

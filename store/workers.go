@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"errors"
 
+	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/google/uuid"
 )
 
 const workerColumns = `id, name, capabilities, status, registered_at, last_seen_at, builds_completed, builds_failed`
 
-func scanWorker(r scanner) (Worker, error) {
-	var w Worker
+func scanWorker(r scanner) (domain.Worker, error) {
+	var w domain.Worker
 	err := r.Scan(&w.ID, &w.Name, &w.Capabilities, &w.Status, &w.RegisteredAt, &w.LastSeenAt,
 		&w.BuildsCompleted, &w.BuildsFailed)
 	return w, err
@@ -38,11 +39,11 @@ type Registration struct {
 // id, counters and first-registration time; replacing name and capabilities;
 // building if it holds a running build, else idle), and otherwise creates a
 // new idle worker with a fresh id. It reports whether a worker was created.
-func (s *Store) RegisterWorker(ctx context.Context, r Registration) (Worker, bool, error) {
+func (s *Store) RegisterWorker(ctx context.Context, r Registration) (domain.Worker, bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var (
-		w       Worker
+		w       domain.Worker
 		created bool
 	)
 	err := s.tx(ctx, "register worker", func(tx *sql.Tx) error {
@@ -63,34 +64,34 @@ func (s *Store) RegisterWorker(ctx context.Context, r Registration) (Worker, boo
 			}
 		}
 		created = true
-		w = Worker{ID: uuid.NewString(), Name: r.Name, Capabilities: r.Capabilities, Status: WorkerIdle,
+		w = domain.Worker{ID: uuid.NewString(), Name: r.Name, Capabilities: r.Capabilities, Status: domain.WorkerIdle,
 			RegisteredAt: r.Now, LastSeenAt: r.Now}
 		_, err := tx.ExecContext(ctx, `INSERT INTO workers (id, name, capabilities, status, registered_at,
 			last_seen_at) VALUES (?, ?, ?, 'idle', ?, ?)`, w.ID, w.Name, w.Capabilities, r.Now, r.Now)
 		return err
 	})
 	if err != nil {
-		return Worker{}, false, err
+		return domain.Worker{}, false, err
 	}
 	return w, created, nil
 }
 
 // GetWorker returns one worker, or ErrWorkerNotFound.
-func (s *Store) GetWorker(ctx context.Context, id string) (Worker, error) {
+func (s *Store) GetWorker(ctx context.Context, id string) (domain.Worker, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	w, err := scanWorker(s.read.QueryRowContext(ctx, `SELECT `+workerColumns+` FROM workers WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Worker{}, ErrWorkerNotFound
+		return domain.Worker{}, ErrWorkerNotFound
 	}
 	if err != nil {
-		return Worker{}, wrapCtx(ctx, "get worker", err)
+		return domain.Worker{}, wrapCtx(ctx, "get worker", err)
 	}
 	return w, nil
 }
 
 // ListWorkers returns every worker, by name then id.
-func (s *Store) ListWorkers(ctx context.Context) ([]Worker, error) {
+func (s *Store) ListWorkers(ctx context.Context) ([]domain.Worker, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	rows, err := s.read.QueryContext(ctx, `SELECT `+workerColumns+` FROM workers ORDER BY name, id`)
@@ -98,7 +99,7 @@ func (s *Store) ListWorkers(ctx context.Context) ([]Worker, error) {
 		return nil, wrapCtx(ctx, "list workers", err)
 	}
 	defer rows.Close()
-	out := []Worker{}
+	out := []domain.Worker{}
 	for rows.Next() {
 		w, err := scanWorker(rows)
 		if err != nil {
@@ -114,7 +115,7 @@ func (s *Store) ListWorkers(ctx context.Context) ([]Worker, error) {
 
 // SetWorkerStatus sets a worker's status and raises its last-seen time to at
 // least seenAt. It returns ErrWorkerNotFound.
-func (s *Store) SetWorkerStatus(ctx context.Context, id, status string, seenAt int64) error {
+func (s *Store) SetWorkerStatus(ctx context.Context, id string, status domain.WorkerStatus, seenAt int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "set worker status", func(tx *sql.Tx) error {

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 func TestRegisterWorker(t *testing.T) {
@@ -20,12 +21,12 @@ func TestRegisterWorker(t *testing.T) {
 		})
 		require.NoError(t, err)
 		require.True(t, created)
-		canon, ok := store.ParseID(w.ID)
+		canon, ok := domain.ParseID(w.ID)
 		require.True(t, ok)
 		require.Equal(t, canon, w.ID, "a fresh canonical UUID")
-		require.Equal(t, store.Worker{
+		require.Equal(t, domain.Worker{
 			ID: w.ID, Name: "mac-mini", Capabilities: `{"platforms":["ios"],"xcode_version":"15.0"}`,
-			Status: store.WorkerIdle, RegisteredAt: t0, LastSeenAt: t0,
+			Status: domain.WorkerIdle, RegisteredAt: t0, LastSeenAt: t0,
 		}, w)
 		require.Equal(t, w, d.getWorker(t, w.ID))
 	})
@@ -60,15 +61,15 @@ func TestRegisterWorker(t *testing.T) {
 			require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: first,
 				Success: success, ResultPath: "results/" + b + ".ipa", Now: t0 + 20}))
 		}
-		require.NoError(t, d.s.SetWorkerStatus(t.Context(), first, store.WorkerOffline, t0+20))
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), first, domain.WorkerOffline, t0+20))
 
 		w, created, err := d.s.RegisterWorker(t.Context(), store.Registration{
 			ID: first, Name: "new-name", Capabilities: `{"platforms":["android"]}`, Now: t0 + 5000,
 		})
 		require.NoError(t, err)
 		require.False(t, created)
-		require.Equal(t, store.Worker{
-			ID: first, Name: "new-name", Capabilities: `{"platforms":["android"]}`, Status: store.WorkerIdle,
+		require.Equal(t, domain.Worker{
+			ID: first, Name: "new-name", Capabilities: `{"platforms":["android"]}`, Status: domain.WorkerIdle,
 			RegisteredAt: t0, LastSeenAt: t0 + 5000, BuildsCompleted: 2, BuildsFailed: 1,
 		}, w)
 		require.Equal(t, w, d.getWorker(t, first))
@@ -82,13 +83,13 @@ func TestRegisterWorker(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
 		b, w := d.running(t, "w", t0)
-		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, store.WorkerOffline, t0))
+		require.NoError(t, d.s.SetWorkerStatus(t.Context(), w, domain.WorkerOffline, t0))
 		got, created, err := d.s.RegisterWorker(t.Context(), store.Registration{
 			ID: w, Name: "w", Capabilities: "{}", Now: t0 + 5000,
 		})
 		require.NoError(t, err)
 		require.False(t, created)
-		require.Equal(t, store.WorkerBuilding, got.Status)
+		require.Equal(t, domain.WorkerBuilding, got.Status)
 		require.True(t, d.get(t, b).AssignedTo(w), "the build stays with it")
 	})
 
@@ -161,8 +162,8 @@ func TestListWorkers(t *testing.T) {
 func TestSetWorkerStatus(t *testing.T) {
 	t.Parallel()
 
-	for _, status := range []string{store.WorkerIdle, store.WorkerBuilding, store.WorkerOffline} {
-		t.Run(status+"/OK", func(t *testing.T) {
+	for _, status := range []domain.WorkerStatus{domain.WorkerIdle, domain.WorkerBuilding, domain.WorkerOffline} {
+		t.Run(string(status)+"/OK", func(t *testing.T) {
 			t.Parallel()
 			d := newTestDB(t)
 			w := d.worker(t, "w", t0+100)
@@ -181,7 +182,7 @@ func TestSetWorkerStatus(t *testing.T) {
 		d := newTestDB(t)
 		d.worker(t, "w", t0)
 		before := d.dump(t)
-		require.ErrorIs(t, d.s.SetWorkerStatus(t.Context(), uuid.NewString(), store.WorkerIdle, t0),
+		require.ErrorIs(t, d.s.SetWorkerStatus(t.Context(), uuid.NewString(), domain.WorkerIdle, t0),
 			store.ErrWorkerNotFound)
 		require.Equal(t, before, d.dump(t))
 	})
@@ -219,7 +220,7 @@ func TestSaveLastSeen(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, all, 3, "an unknown id creates nothing")
 	for _, w := range all {
-		require.Equal(t, store.WorkerIdle, w.Status, "status is left alone")
+		require.Equal(t, domain.WorkerIdle, w.Status, "status is left alone")
 	}
 }
 
@@ -229,7 +230,7 @@ func TestDiagnostics(t *testing.T) {
 	w := d.worker(t, "w", t0)
 	other := d.worker(t, "other", t0)
 
-	reports := []store.Diagnostic{
+	reports := []domain.Diagnostic{
 		{ID: id(1), WorkerID: w, Status: "healthy", RunAt: t0 + 100, DurationMS: 12, AutoFixed: false,
 			Checks: `[{"name":"disk","status":"pass","message":"ok"}]`},
 		{ID: id(2), WorkerID: w, Status: "critical", RunAt: t0 + 300, DurationMS: 34, AutoFixed: true,
@@ -246,14 +247,14 @@ func TestDiagnostics(t *testing.T) {
 		t.Parallel()
 		got, err := d.s.Diagnostics(t.Context(), w, 10)
 		require.NoError(t, err)
-		require.Equal(t, []store.Diagnostic{reports[1], reports[2], reports[0]}, got, "fields round-trip verbatim")
+		require.Equal(t, []domain.Diagnostic{reports[1], reports[2], reports[0]}, got, "fields round-trip verbatim")
 	})
 
 	t.Run("Limit", func(t *testing.T) {
 		t.Parallel()
 		got, err := d.s.Diagnostics(t.Context(), w, 1)
 		require.NoError(t, err)
-		require.Equal(t, []store.Diagnostic{reports[1]}, got)
+		require.Equal(t, []domain.Diagnostic{reports[1]}, got)
 	})
 
 	t.Run("NoReports/Empty", func(t *testing.T) {
@@ -276,7 +277,7 @@ func TestDiagnostics(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)
 		before := d.dump(t)
-		err := d.s.AddDiagnostic(t.Context(), store.Diagnostic{ID: uuid.NewString(), WorkerID: uuid.NewString(),
+		err := d.s.AddDiagnostic(t.Context(), domain.Diagnostic{ID: uuid.NewString(), WorkerID: uuid.NewString(),
 			Status: "healthy", RunAt: t0, Checks: "[]"})
 		require.ErrorIs(t, err, store.ErrWorkerNotFound)
 		require.Equal(t, before, d.dump(t))
@@ -287,7 +288,7 @@ func TestDiagnostics(t *testing.T) {
 		d := newTestDB(t)
 		wk := d.worker(t, "w", t0)
 		before := d.dump(t)
-		err := d.s.AddDiagnostic(t.Context(), store.Diagnostic{ID: uuid.NewString(), WorkerID: wk,
+		err := d.s.AddDiagnostic(t.Context(), domain.Diagnostic{ID: uuid.NewString(), WorkerID: wk,
 			Status: "great", RunAt: t0, Checks: "[]"})
 		require.ErrorIs(t, err, store.ErrInternal)
 		requireNoDriverError(t, err)

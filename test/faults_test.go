@@ -19,14 +19,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/cmd/app"
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // faultFS is the real file system with switchable faults.
 type faultFS struct {
-	actors.OSFS
+	files.OSFS
 	mu       sync.Mutex
 	mode     string // "", "eio" (writes fail), "full" (ENOSPC after 1 KiB), "readonly" (EROFS)
 	syncFail bool
@@ -44,7 +45,7 @@ func (f *faultFS) get() string {
 	return f.mode
 }
 
-func (f *faultFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
+func (f *faultFS) CreateTemp(dir, pattern string) (files.TempFile, error) {
 	if f.get() == "readonly" {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
 	}
@@ -55,7 +56,7 @@ func (f *faultFS) CreateTemp(dir, pattern string) (actors.TempFile, error) {
 	return &faultFile{TempFile: file, fs: f, dir: dir}, nil
 }
 
-func (f *faultFS) Open(name string) (actors.File, error) {
+func (f *faultFS) Open(name string) (files.File, error) {
 	if f.get() == "eio-read" {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EIO}
 	}
@@ -63,7 +64,7 @@ func (f *faultFS) Open(name string) (actors.File, error) {
 }
 
 type faultFile struct {
-	actors.TempFile
+	files.TempFile
 	fs      *faultFS
 	dir     string
 	written int
@@ -131,9 +132,9 @@ func (s *faultStore) AppendLogs(ctx context.Context, buildID, workerID string, l
 	return s.Store.AppendLogs(ctx, buildID, workerID, lines, now)
 }
 
-func (s *faultStore) CancelBuild(ctx context.Context, id string, now int64) (store.Build, error) {
+func (s *faultStore) CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error) {
 	if s.failWrites.Load() {
-		return store.Build{}, errInjected
+		return domain.Build{}, errInjected
 	}
 	return s.Store.CancelBuild(ctx, id, now)
 }

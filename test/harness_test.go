@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/cmd/app"
 )
 
@@ -43,7 +43,7 @@ type Controller struct {
 	URL    string
 	Key    string
 	Dir    string
-	Clock  *actors.ManualClock // nil unless WithManualClock
+	Clock  *clock.Manual // nil unless WithManualClock
 	Client *http.Client
 	cfg    app.Config
 	cancel context.CancelFunc
@@ -56,7 +56,7 @@ type Option func(*app.Config)
 
 // WithManualClock makes the controller's time move only when the test says.
 func WithManualClock() Option {
-	return func(c *app.Config) { c.Clock = actors.NewManualClock(time.Now()) }
+	return func(c *app.Config) { c.Clock = clock.NewManual(time.Now()) }
 }
 
 // WithConfig applies arbitrary changes.
@@ -114,7 +114,7 @@ func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 	c := &Controller{t: t, App: a, Key: cfg.APIKey, Dir: dir, cfg: cfg, cancel: cancel,
 		done: make(chan error, 1), logBuf: logs,
 		Client: newClient()}
-	if mc, ok := cfg.Clock.(*actors.ManualClock); ok {
+	if mc, ok := cfg.Clock.(*clock.Manual); ok {
 		c.Clock = mc
 	}
 	go func() { c.done <- a.Run(ctx) }()

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"time"
 
 	"github.com/thejerf/suture/v4"
 
-	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/actors/clock"
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/actors/liveness"
+	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/supervisor"
@@ -20,8 +22,8 @@ import (
 
 // Store is everything the services ask of the database; *store.Store is it.
 type Store interface {
-	actors.QueueStore
-	actors.MonitorStore
+	queue.Store
+	liveness.Store
 	httpapi.Store
 }
 
@@ -30,9 +32,9 @@ type App struct {
 	Config  Config
 	Log     *slog.Logger
 	Store   *store.Store
-	Files   *actors.FileStore
-	Queue   *actors.QueueManager
-	Monitor *actors.LivenessMonitor
+	Files   *files.Store
+	Queue   *queue.Manager
+	Monitor *liveness.Monitor
 	HTTP    *httpapi.Server
 	Tree    *suture.Supervisor
 }
@@ -53,7 +55,7 @@ func NewLogger(cfg Config, w io.Writer) *slog.Logger {
 // already be resolved.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.Clock == nil {
-		cfg.Clock = actors.SystemClock{}
+		cfg.Clock = clock.System{}
 	}
 	st, err := store.Open(ctx, cfg.DBPath)
 	if err != nil {
@@ -70,7 +72,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	for _, id := range requeued {
 		log.Warn("build requeued: worker gone at restart", "build_id", id)
 	}
-	files, err := actors.NewFileStore(cfg.StoragePath, cfg.Files, log.With("service", "file-storage"))
+	fs, err := files.New(cfg.StoragePath, cfg.Files, log.With("service", "file-storage"))
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("open storage: %w", err)
@@ -79,10 +81,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.WrapStore != nil {
 		db = cfg.WrapStore(st)
 	}
-	q := actors.NewQueueManager(db, files, cfg.Clock, log.With("service", "queue-manager"),
-		actors.QueueConfig{MaxAttempts: cfg.MaxAttempts})
-	mon := actors.NewLivenessMonitor(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
-		actors.MonitorConfig{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
+	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
+		queue.Config{MaxAttempts: cfg.MaxAttempts})
+	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
+		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
 		Addr:          net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		APIKey:        cfg.APIKey,
@@ -94,10 +96,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		HeaderTimeout: cfg.HeaderTimeout,
 		MetricsPublic: cfg.MetricsPublic,
 		Clock:         cfg.Clock,
-	}, q, db, files, log.With("service", "http"))
-	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: files, HTTP: srv},
+	}, q, db, fs, log.With("service", "http"))
+	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv},
 		supervisor.Options{FailureBackoff: cfg.FailureBackoff})
-	return &App{Config: cfg, Log: log, Store: st, Files: files, Queue: q, Monitor: mon, HTTP: srv, Tree: tree}, nil
+	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Tree: tree}, nil
 }
 
 // Run serves until ctx ends, then shuts down in order: the HTTP server stops
@@ -131,7 +133,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	drain := a.Config.DrainTimeout
 	if drain <= 0 {
-		drain = 30 * time.Second
+		drain = httpapi.DefaultDrainTimeout
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	if err := a.HTTP.Drain(dctx); err != nil {

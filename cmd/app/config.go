@@ -18,9 +18,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/expo-free-agent/controller/actors/clock"
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/actors/liveness"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+	"github.com/expo-free-agent/controller/store/domain"
 
-	"github.com/expo-free-agent/controller/actors"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
 )
@@ -45,23 +48,25 @@ type Config struct {
 	PprofAddr     string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
 
 	// Not settable from the command line; tests inject them.
-	Clock           actors.Clock
+	Clock           clock.Clock
 	MonitorInterval time.Duration
 	DrainTimeout    time.Duration
-	Files           actors.FS                // nil: the real file system
+	Files           files.FS                 // nil: the real file system
 	WrapStore       func(*store.Store) Store // nil: the store itself (fault-injection tests wrap it)
 	HeaderTimeout   time.Duration            // 0: 10 s
 	FailureBackoff  time.Duration
 }
 
-// Defaults returns the configuration with every default of §7.
+// Defaults returns the configuration with every default of docs/API.md §7.
+// Each default is written once, beside the service that owns it; --help
+// prints these values.
 func Defaults() Config {
 	return Config{
 		Host: "0.0.0.0", Port: 3000, DBPath: "./data/controller.db", StoragePath: "./storage",
 		BaseImageID: httpapi.DefaultBaseImageID, MaxSourceSize: httpapi.DefaultMaxSourceSize,
 		MaxCertsSize: httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
-		BuildTimeout: 300 * time.Second, WorkerTimeout: 300 * time.Second, MaxAttempts: 3,
-		LogFormat: "text", LogLevel: "info",
+		BuildTimeout: liveness.DefaultBuildTimeout, WorkerTimeout: liveness.DefaultWorkerTimeout,
+		MaxAttempts: domain.DefaultMaxAttempts, LogFormat: "text", LogLevel: "info",
 	}
 }
 
@@ -94,20 +99,20 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	var port string
 	settings := []setting{
 		{"host", "CONTROLLER_HOST", "listen address", func(v string) error { cfg.Host = v; return nil }, cfg.Host},
-		{"port", "PORT", "listen port (also -p)", func(v string) error { port = v; return nil }, "3000"},
+		{"port", "PORT", "listen port (also -p)", func(v string) error { port = v; return nil }, strconv.Itoa(cfg.Port)},
 		{"db", "CONTROLLER_DB", "SQLite database file (its directory is created)", func(v string) error { cfg.DBPath = v; return nil }, cfg.DBPath},
 		{"storage", "CONTROLLER_STORAGE", "storage root for sources, certs and results", func(v string) error { cfg.StoragePath = v; return nil }, cfg.StoragePath},
 		{"api-key", "CONTROLLER_API_KEY", "admin API key (default: read from or generated into <db dir>/api-key)", func(v string) error { cfg.APIKey = v; return nil }, ""},
 		{"base-image", "BASE_IMAGE_ID", "VM base image handed to workers", func(v string) error { cfg.BaseImageID = v; return nil }, cfg.BaseImageID},
-		{"max-source-size", "CONTROLLER_MAX_SOURCE_SIZE", "largest source upload", sizeSetter(&cfg.MaxSourceSize), "500MiB"},
-		{"max-certs-size", "CONTROLLER_MAX_CERTS_SIZE", "largest certs upload", sizeSetter(&cfg.MaxCertsSize), "50MiB"},
-		{"max-result-size", "CONTROLLER_MAX_RESULT_SIZE", "largest result upload", sizeSetter(&cfg.MaxResultSize), "1GiB"},
-		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), "300s"},
-		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), "300s"},
-		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), "3"},
-		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), "text"},
-		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), "info"},
-		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key", boolSetter(&cfg.MetricsPublic), "false"},
+		{"max-source-size", "CONTROLLER_MAX_SOURCE_SIZE", "largest source upload", sizeSetter(&cfg.MaxSourceSize), bytesize.Format(cfg.MaxSourceSize)},
+		{"max-certs-size", "CONTROLLER_MAX_CERTS_SIZE", "largest certs upload", sizeSetter(&cfg.MaxCertsSize), bytesize.Format(cfg.MaxCertsSize)},
+		{"max-result-size", "CONTROLLER_MAX_RESULT_SIZE", "largest result upload", sizeSetter(&cfg.MaxResultSize), bytesize.Format(cfg.MaxResultSize)},
+		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), seconds(cfg.BuildTimeout)},
+		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), seconds(cfg.WorkerTimeout)},
+		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), strconv.Itoa(cfg.MaxAttempts)},
+		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), cfg.LogFormat},
+		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), cfg.LogLevel},
+		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key", boolSetter(&cfg.MetricsPublic), strconv.FormatBool(cfg.MetricsPublic)},
 		{"pprof-addr", "CONTROLLER_PPROF_ADDR", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty", func(v string) error { cfg.PprofAddr = v; return nil }, ""},
 	}
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
@@ -161,6 +166,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	}
 	return cfg, nil
 }
+
+// seconds writes a duration the way --help shows it: "300s".
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 func sizeSetter(dst *int64) func(string) error {
 	return func(v string) error {

@@ -38,3 +38,17 @@ func Parse(s string) (int64, error) {
 	}
 	return n * m, nil
 }
+
+// Format writes n the way Parse reads it, in the largest binary unit that
+// divides it: 500MiB, 1GiB, 64KiB, 7B.
+func Format(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}

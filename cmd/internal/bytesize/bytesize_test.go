@@ -19,3 +19,13 @@ func TestParse(t *testing.T) {
 		require.Error(t, err, in)
 	}
 }
+
+func TestFormatRoundTrips(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int64]string{7: "7B", 64 << 10: "64KiB", 500 << 20: "500MiB", 1 << 30: "1GiB", 1536: "1536B"} {
+		require.Equal(t, want, Format(n))
+		back, err := Parse(Format(n))
+		require.NoError(t, err)
+		require.Equal(t, n, back)
+	}
+}

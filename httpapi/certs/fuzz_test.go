@@ -1,8 +1,8 @@
-package actors_test
+package certs_test
 
 // Run with:
 //
-//	go test -run='^$' -fuzz='^FuzzParseCerts$' -fuzztime=20s ./actors
+//	go test -run='^$' -fuzz='^FuzzParseCerts$' -fuzztime=20s ./httpapi/certs
 
 import (
 	"archive/zip"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/expo-free-agent/controller/actors"
+	"github.com/expo-free-agent/controller/httpapi/certs"
 )
 
 // fuzzCertsLimit is the declared-uncompressed cap used under fuzzing: small,
@@ -70,7 +70,7 @@ func deflate(tb testing.TB, data []byte) []byte {
 	return buf.Bytes()
 }
 
-// certSeed is a bundle every run replays, and whether ParseCerts accepts it.
+// certSeed is a bundle every run replays, and whether Parse accepts it.
 type certSeed struct {
 	name string
 	data []byte
@@ -114,21 +114,21 @@ func certSeeds(tb testing.TB) []certSeed {
 func TestParseCertsSeeds(t *testing.T) {
 	for _, s := range certSeeds(t) {
 		t.Run(s.name, func(t *testing.T) {
-			b, err := actors.ParseCerts(s.data, fuzzCertsLimit)
+			b, err := certs.Parse(s.data, fuzzCertsLimit)
 			if s.ok != (err == nil) {
-				t.Fatalf("ParseCerts = %+v, %v; want ok=%v", b, err, s.ok)
+				t.Fatalf("Parse = %+v, %v; want ok=%v", b, err, s.ok)
 			}
 			if err == nil {
 				checkBundle(t, s.data, b)
-			} else if !errors.Is(err, actors.ErrBadCerts) {
-				t.Fatalf("%v does not wrap ErrBadCerts", err)
+			} else if !errors.Is(err, certs.ErrInvalid) {
+				t.Fatalf("%v does not wrap ErrInvalid", err)
 			}
 		})
 	}
 }
 
-// FuzzParseCerts feeds arbitrary bytes to actors.ParseCerts. Invariants: no
-// panic; an error always wraps ErrBadCerts and comes with a nil bundle; a
+// FuzzParseCerts feeds arbitrary bytes to certs.Parse. Invariants: no
+// panic; an error always wraps ErrInvalid and comes with a nil bundle; a
 // bundle always comes with a nil error, standard base64 fields, a 32-character
 // keychain password, a non-nil profile list, and only from a zip whose names
 // are all safe, whose declared sizes fit the cap, and whose p12 is the last
@@ -138,13 +138,13 @@ func FuzzParseCerts(f *testing.F) {
 		f.Add(s.data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		b, err := actors.ParseCerts(data, fuzzCertsLimit)
+		b, err := certs.Parse(data, fuzzCertsLimit)
 		if err != nil {
 			if b != nil {
 				t.Fatalf("error %v with a bundle", err)
 			}
-			if !errors.Is(err, actors.ErrBadCerts) {
-				t.Fatalf("error %v does not wrap ErrBadCerts", err)
+			if !errors.Is(err, certs.ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
 			}
 			return
 		}
@@ -155,7 +155,7 @@ func FuzzParseCerts(f *testing.F) {
 	})
 }
 
-func checkBundle(t *testing.T, data []byte, b *actors.CertBundle) {
+func checkBundle(t *testing.T, data []byte, b *certs.Bundle) {
 	t.Helper()
 	p12, err := base64.StdEncoding.DecodeString(b.P12)
 	if err != nil {

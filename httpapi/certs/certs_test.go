@@ -1,4 +1,4 @@
-package actors
+package certs
 
 import (
 	"archive/zip"
@@ -61,7 +61,7 @@ func TestParseCerts(t *testing.T) {
 			entry{name: "a.mobileprovision", body: profA},
 			entry{name: "deep/er/still/identity.p12", body: p12},
 		)
-		got, err := ParseCerts(data, DefaultCertsUnzipLimit)
+		got, err := Parse(data, DefaultUnzipLimit)
 		require.NoError(t, err)
 
 		require.Equal(t, p12, decodeStd(t, got.P12), "the last .p12 in zip order, at any depth")
@@ -75,7 +75,7 @@ func TestParseCerts(t *testing.T) {
 		require.Len(t, got.KeychainPassword, 32)
 		require.Len(t, decodeStd(t, got.KeychainPassword), 24)
 
-		again, err := ParseCerts(data, DefaultCertsUnzipLimit)
+		again, err := Parse(data, DefaultUnzipLimit)
 		require.NoError(t, err)
 		require.NotEqual(t, got.KeychainPassword, again.KeychainPassword, "fresh on every call")
 		require.Equal(t, got.P12, again.P12)
@@ -83,7 +83,7 @@ func TestParseCerts(t *testing.T) {
 
 	t.Run("Minimal/OK", func(t *testing.T) {
 		t.Parallel()
-		got, err := ParseCerts(makeZip(t, entry{name: "id.p12", body: p12}), DefaultCertsUnzipLimit)
+		got, err := Parse(makeZip(t, entry{name: "id.p12", body: p12}), DefaultUnzipLimit)
 		require.NoError(t, err)
 		require.Equal(t, p12, decodeStd(t, got.P12))
 		require.Empty(t, got.P12Password)
@@ -93,29 +93,29 @@ func TestParseCerts(t *testing.T) {
 
 	t.Run("EmptyP12/OK", func(t *testing.T) {
 		t.Parallel()
-		got, err := ParseCerts(makeZip(t, entry{name: "id.p12"}), DefaultCertsUnzipLimit)
+		got, err := Parse(makeZip(t, entry{name: "id.p12"}), DefaultUnzipLimit)
 		require.NoError(t, err)
 		require.Empty(t, got.P12)
 	})
 
 	t.Run("PasswordNotAtRoot/Ignored", func(t *testing.T) {
 		t.Parallel()
-		got, err := ParseCerts(makeZip(t,
+		got, err := Parse(makeZip(t,
 			entry{name: "sub/password.txt", body: []byte("nested")},
 			entry{name: "xpassword.txt", body: []byte("prefixed")},
 			entry{name: "id.p12", body: p12},
-		), DefaultCertsUnzipLimit)
+		), DefaultUnzipLimit)
 		require.NoError(t, err)
 		require.Empty(t, got.P12Password)
 	})
 
 	t.Run("PasswordNotUTF8/BadCerts", func(t *testing.T) {
 		t.Parallel()
-		_, err := ParseCerts(makeZip(t,
+		_, err := Parse(makeZip(t,
 			entry{name: "password.txt", body: []byte{0xff, 0xfe, 0x00}},
 			entry{name: "id.p12", body: p12},
-		), DefaultCertsUnzipLimit)
-		require.ErrorIs(t, err, ErrBadCerts)
+		), DefaultUnzipLimit)
+		require.ErrorIs(t, err, ErrInvalid)
 	})
 
 	noIdentity := []struct {
@@ -132,8 +132,8 @@ func TestParseCerts(t *testing.T) {
 	for _, tc := range noIdentity {
 		t.Run("NoP12/"+tc.name+"/BadCerts", func(t *testing.T) {
 			t.Parallel()
-			got, err := ParseCerts(makeZip(t, tc.entries...), DefaultCertsUnzipLimit)
-			require.ErrorIs(t, err, ErrBadCerts)
+			got, err := Parse(makeZip(t, tc.entries...), DefaultUnzipLimit)
+			require.ErrorIs(t, err, ErrInvalid)
 			require.Nil(t, got)
 		})
 	}
@@ -152,8 +152,8 @@ func TestParseCerts(t *testing.T) {
 		t.Run("ZipSlip/"+name+"/BadCerts", func(t *testing.T) {
 			t.Parallel()
 			data := makeZip(t, entry{name: "ok.p12", body: p12}, entry{name: name, body: []byte("x")})
-			got, err := ParseCerts(data, DefaultCertsUnzipLimit)
-			require.ErrorIs(t, err, ErrBadCerts)
+			got, err := Parse(data, DefaultUnzipLimit)
+			require.ErrorIs(t, err, ErrInvalid)
 			require.Nil(t, got)
 		})
 	}
@@ -174,8 +174,8 @@ func TestParseCerts(t *testing.T) {
 	for _, tc := range notZip {
 		t.Run("NotZip/"+tc.name+"/BadCerts", func(t *testing.T) {
 			t.Parallel()
-			got, err := ParseCerts(tc.data, DefaultCertsUnzipLimit)
-			require.ErrorIs(t, err, ErrBadCerts)
+			got, err := Parse(tc.data, DefaultUnzipLimit)
+			require.ErrorIs(t, err, ErrInvalid)
 			require.Nil(t, got)
 		})
 	}
@@ -197,12 +197,12 @@ func TestParseCertsZipBomb(t *testing.T) {
 	require.NoError(t, zw.Close())
 	require.Less(t, buf.Len(), 1<<20, "the bundle itself is small")
 
-	got, err := ParseCerts(buf.Bytes(), 50<<20)
-	require.ErrorIs(t, err, ErrBadCerts)
+	got, err := Parse(buf.Bytes(), 50<<20)
+	require.ErrorIs(t, err, ErrInvalid)
 	require.Nil(t, got)
 
-	got, err = ParseCerts(buf.Bytes(), DefaultCertsUnzipLimit)
-	require.ErrorIs(t, err, ErrBadCerts)
+	got, err = Parse(buf.Bytes(), DefaultUnzipLimit)
+	require.ErrorIs(t, err, ErrInvalid)
 	require.Nil(t, got)
 }
 
@@ -236,9 +236,9 @@ func TestParseCertsDeclaredTotal(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := ParseCerts(data, tc.maxTotal)
+			got, err := Parse(data, tc.maxTotal)
 			if !tc.ok {
-				require.ErrorIs(t, err, ErrBadCerts)
+				require.ErrorIs(t, err, ErrInvalid)
 				require.Nil(t, got)
 				return
 			}
@@ -253,8 +253,8 @@ func TestParseCertsDeclaredTotal(t *testing.T) {
 			entry{name: "id.p12", body: []byte("p")},
 			entry{name: "padding.bin", body: bytes.Repeat([]byte{0}, 5000)},
 		)
-		_, err := ParseCerts(big, 4096)
-		require.ErrorIs(t, err, ErrBadCerts)
+		_, err := Parse(big, 4096)
+		require.ErrorIs(t, err, ErrInvalid)
 	})
 }
 
@@ -292,7 +292,7 @@ func TestParseCertsInflatesPastDeclaredSize(t *testing.T) {
 	t.Run("TruthfulHeader/OK", func(t *testing.T) {
 		t.Parallel()
 		// The control: the same crafting with an honest size parses.
-		got, err := ParseCerts(lyingZip(t, "id.p12", content, uint64(len(content))), DefaultCertsUnzipLimit)
+		got, err := Parse(lyingZip(t, "id.p12", content, uint64(len(content))), DefaultUnzipLimit)
 		require.NoError(t, err)
 		require.Equal(t, content, decodeStd(t, got.P12))
 	})
@@ -316,8 +316,8 @@ func TestParseCertsInflatesPastDeclaredSize(t *testing.T) {
 				// Give the bundle an identity so that only the lie can fail it.
 				data = appendEntry(t, data, entry{name: "ok.p12", body: []byte("p12")})
 			}
-			got, err := ParseCerts(data, DefaultCertsUnzipLimit)
-			require.ErrorIs(t, err, ErrBadCerts)
+			got, err := Parse(data, DefaultUnzipLimit)
+			require.ErrorIs(t, err, ErrInvalid)
 			require.Nil(t, got)
 		})
 	}

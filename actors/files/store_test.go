@@ -1,4 +1,4 @@
-package actors
+package files
 
 import (
 	"bytes"
@@ -18,13 +18,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
-func newTestFileStore(t *testing.T, fsys FS) *FileStore {
+func newTestFileStore(t *testing.T, fsys FS) *Store {
 	t.Helper()
-	f, err := NewFileStore(filepath.Join(t.TempDir(), "storage"), fsys, slog.New(slog.DiscardHandler))
+	f, err := New(filepath.Join(t.TempDir(), "storage"), fsys, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return f
 }
@@ -100,7 +101,7 @@ func requireSameStream(t *testing.T, want, got io.Reader) {
 	}
 }
 
-func readStored(t *testing.T, f *FileStore, rel string) []byte {
+func readStored(t *testing.T, f *Store, rel string) []byte {
 	t.Helper()
 	fh, size, err := f.Open(rel)
 	require.NoError(t, err)
@@ -130,7 +131,7 @@ func TestNewFileStore(t *testing.T) {
 		t.Parallel()
 		file := filepath.Join(t.TempDir(), "file")
 		require.NoError(t, os.WriteFile(file, nil, 0o600))
-		_, err := NewFileStore(file, nil, slog.New(slog.DiscardHandler))
+		_, err := New(file, nil, slog.New(slog.DiscardHandler))
 		require.Error(t, err)
 	})
 }
@@ -340,12 +341,6 @@ func TestRelPath(t *testing.T) {
 			require.Empty(t, got)
 		})
 	}
-}
-
-func TestResultExt(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, ".apk", ResultExt("android"))
-	require.Equal(t, ".ipa", ResultExt("ios"))
 }
 
 func TestOpen(t *testing.T) {
@@ -799,7 +794,7 @@ func TestFaults(t *testing.T) {
 }
 
 func ExampleRelPath() {
-	rel, err := RelPath(KindResult, "0f8fad5b-d9cb-469f-a165-70867728950e", ResultExt("android"))
+	rel, err := RelPath(KindResult, "0f8fad5b-d9cb-469f-a165-70867728950e", domain.PlatformAndroid.ResultExt())
 	fmt.Println(rel, err)
 	_, err = RelPath(KindResult, "../../etc/passwd", ".apk")
 	fmt.Println(err)

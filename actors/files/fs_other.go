@@ -1,6 +1,6 @@
 //go:build !linux
 
-package actors
+package files
 
 // createUnnamed is Linux-only; elsewhere temporaries are named.
 func createUnnamed(dir, pattern string) (TempFile, error) { return nil, errUnnamedUnsupported }

@@ -1,41 +1,79 @@
-package store
+// Package domain holds the words every part of the controller speaks: the
+// build and worker records and their states, platforms, log levels, ids,
+// build access tokens, and the one rule for a build whose worker stopped
+// responding. It imports nothing of the controller; store, the actors and
+// httpapi all import it.
+package domain
 
 import "strings"
 
-// Build states. No other value is ever stored or sent.
+// BuildStatus is the state of a build (docs/API.md §5.1). No other value is
+// ever stored or sent.
+type BuildStatus string
+
+// Build states.
 const (
-	StatusPending   = "pending"
-	StatusAssigned  = "assigned"
-	StatusBuilding  = "building"
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
+	StatusPending   BuildStatus = "pending"
+	StatusAssigned  BuildStatus = "assigned"
+	StatusBuilding  BuildStatus = "building"
+	StatusCompleted BuildStatus = "completed"
+	StatusFailed    BuildStatus = "failed"
 )
+
+// WorkerStatus is the state of a worker (docs/API.md §5.2).
+type WorkerStatus string
 
 // Worker states.
 const (
-	WorkerIdle     = "idle"
-	WorkerBuilding = "building"
-	WorkerOffline  = "offline"
+	WorkerIdle     WorkerStatus = "idle"
+	WorkerBuilding WorkerStatus = "building"
+	WorkerOffline  WorkerStatus = "offline"
 )
+
+// LogLevel is the level of a build log line.
+type LogLevel string
 
 // Log levels.
 const (
-	LevelInfo  = "info"
-	LevelWarn  = "warn"
-	LevelError = "error"
+	LevelInfo  LogLevel = "info"
+	LevelWarn  LogLevel = "warn"
+	LevelError LogLevel = "error"
 )
+
+// Valid reports whether l is one of the three levels.
+func (l LogLevel) Valid() bool { return l == LevelInfo || l == LevelWarn || l == LevelError }
+
+// Platform is what a build targets.
+type Platform string
 
 // Platforms.
 const (
-	PlatformIOS     = "ios"
-	PlatformAndroid = "android"
+	PlatformIOS     Platform = "ios"
+	PlatformAndroid Platform = "android"
 )
 
-// Build is one build row. Times are epoch milliseconds; nil means unset.
+// ParsePlatform accepts exactly "ios" or "android".
+func ParsePlatform(s string) (Platform, bool) {
+	switch p := Platform(s); p {
+	case PlatformIOS, PlatformAndroid:
+		return p, true
+	}
+	return "", false
+}
+
+// ResultExt is the file extension of the platform's build result.
+func (p Platform) ResultExt() string {
+	if p == PlatformAndroid {
+		return ".apk"
+	}
+	return ".ipa"
+}
+
+// Build is one build. Times are epoch milliseconds; nil means unset.
 type Build struct {
 	ID              string
-	Platform        string
-	Status          string
+	Platform        Platform
+	Status          BuildStatus
 	WorkerID        *string
 	SubmittedAt     int64
 	StartedAt       *int64
@@ -69,12 +107,12 @@ func (b Build) AssignedTo(workerID string) bool {
 	return b.Running() && b.WorkerID != nil && *b.WorkerID == workerID
 }
 
-// Worker is one worker row.
+// Worker is one worker.
 type Worker struct {
 	ID              string
 	Name            string
 	Capabilities    string // JSON object as sent
-	Status          string
+	Status          WorkerStatus
 	RegisteredAt    int64
 	LastSeenAt      int64
 	BuildsCompleted int
@@ -85,7 +123,7 @@ type Worker struct {
 type LogEntry struct {
 	Seq       int64
 	Timestamp int64
-	Level     string
+	Level     LogLevel
 	Message   string
 }
 

@@ -1,4 +1,4 @@
-package store_test
+package fsync_test
 
 import (
 	"errors"
@@ -8,12 +8,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/fsync"
 )
 
-// TestGroupSyncerCoversEveryCaller: every Sync returns only after an fsync
+// TestGroupCoversEveryCaller: every Sync returns only after an fsync
 // that began after the caller's write, and concurrent callers share fsyncs.
-func TestGroupSyncerCoversEveryCaller(t *testing.T) {
+func TestGroupCoversEveryCaller(t *testing.T) {
 	t.Parallel()
 	var (
 		writes  atomic.Int64 // writes finished
@@ -21,7 +21,7 @@ func TestGroupSyncerCoversEveryCaller(t *testing.T) {
 		release = make(chan struct{})
 		first   atomic.Bool
 	)
-	g := store.NewGroupSyncer(func() error {
+	g := fsync.NewGroup(func() error {
 		covered := writes.Load() // what this fsync covers: writes done before it began
 		if first.CompareAndSwap(false, true) {
 			<-release // hold the first fsync so that others pile up behind it
@@ -56,12 +56,12 @@ func TestGroupSyncerCoversEveryCaller(t *testing.T) {
 	require.Less(t, syncs, int64(callers), "concurrent callers share fsyncs")
 }
 
-func TestGroupSyncerError(t *testing.T) {
+func TestGroupError(t *testing.T) {
 	t.Parallel()
 	boom := errors.New("EIO")
 	var fail atomic.Bool
 	fail.Store(true)
-	g := store.NewGroupSyncer(func() error {
+	g := fsync.NewGroup(func() error {
 		if fail.Load() {
 			return boom
 		}
@@ -70,28 +70,4 @@ func TestGroupSyncerError(t *testing.T) {
 	require.ErrorIs(t, g.Sync(), boom)
 	fail.Store(false)
 	require.NoError(t, g.Sync(), "a later call leads its own fsync")
-}
-
-// TestDeferSyncAndSync: under DeferSync a write returns after its commit
-// without an fsync; Sync then makes it durable, and a Sync with nothing new
-// to cover does not fsync.
-func TestDeferSyncAndSync(t *testing.T) {
-	t.Parallel()
-	s := newTestDB(t).s
-	ctx := t.Context()
-	_, fsyncs0 := s.SyncStats()
-	_, _, err := s.RegisterWorker(store.DeferSync(ctx), store.Registration{Name: "w", Capabilities: "{}", Now: 1})
-	require.NoError(t, err)
-	_, fsyncs1 := s.SyncStats()
-	require.Equal(t, fsyncs0, fsyncs1, "no fsync under DeferSync")
-	require.NoError(t, s.Sync())
-	_, fsyncs2 := s.SyncStats()
-	require.Equal(t, fsyncs1+1, fsyncs2)
-	require.NoError(t, s.Sync())
-	_, fsyncs3 := s.SyncStats()
-	require.Equal(t, fsyncs2, fsyncs3, "nothing new: no fsync")
-	_, _, err = s.RegisterWorker(ctx, store.Registration{Name: "w2", Capabilities: "{}", Now: 1})
-	require.NoError(t, err)
-	_, fsyncs4 := s.SyncStats()
-	require.Equal(t, fsyncs3+1, fsyncs4, "a normal write waits for its fsync")
 }

@@ -1,4 +1,4 @@
-package actors
+package files
 
 import (
 	"context"
@@ -15,7 +15,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
+	"github.com/expo-free-agent/controller/store/fsync"
 )
 
 // Kind is a class of stored file.
@@ -58,23 +59,23 @@ const tempPrefix = ".tmp-"
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
-// FileStore keeps sources, certs and results under one root directory. Writes
+// Store keeps sources, certs and results under one root directory. Writes
 // go to a temporary file in the target directory, are fsynced, then renamed
 // and the directory fsynced, so a file is either whole or absent. Its methods
 // are safe for concurrent use: files are independent and every final name is
 // written by one rename. Serve removes temporary files left by earlier
 // processes.
-type FileStore struct {
+type Store struct {
 	root    string
 	fs      FS
 	bootID  string
 	log     *slog.Logger
-	dirSync map[Kind]*store.GroupSyncer // one fsync covers every rename done before it
+	dirSync map[Kind]*fsync.Group // one fsync covers every rename done before it
 }
 
-// NewFileStore prepares the storage root (creating it and its directories)
+// New prepares the storage root (creating it and its directories)
 // and returns the service. fsys may be nil for the real file system.
-func NewFileStore(root string, fsys FS, log *slog.Logger) (*FileStore, error) {
+func New(root string, fsys FS, log *slog.Logger) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
@@ -86,27 +87,27 @@ func NewFileStore(root string, fsys FS, log *slog.Logger) (*FileStore, error) {
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, err
 	}
-	f := &FileStore{root: filepath.Clean(abs), fs: fsys, bootID: hex.EncodeToString(nonce[:]), log: log,
-		dirSync: map[Kind]*store.GroupSyncer{}}
+	f := &Store{root: filepath.Clean(abs), fs: fsys, bootID: hex.EncodeToString(nonce[:]), log: log,
+		dirSync: map[Kind]*fsync.Group{}}
 	for _, k := range []Kind{KindSource, KindCerts, KindResult} {
 		dir := filepath.Join(f.root, k.dir())
 		if err := fsys.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("create storage directory: %w", err)
 		}
-		f.dirSync[k] = store.NewGroupSyncer(func() error { return fsys.SyncDir(dir) })
+		f.dirSync[k] = fsync.NewGroup(func() error { return fsys.SyncDir(dir) })
 	}
 	return f, nil
 }
 
 // Root returns the absolute storage root.
-func (f *FileStore) Root() string { return f.root }
+func (f *Store) Root() string { return f.root }
 
 // String names the service in supervisor logs.
-func (f *FileStore) String() string { return "file-storage" }
+func (f *Store) String() string { return "file-storage" }
 
 // Serve removes temporary files of interrupted writes by earlier processes,
 // then waits for ctx to end.
-func (f *FileStore) Serve(ctx context.Context) error {
+func (f *Store) Serve(ctx context.Context) error {
 	if n, err := f.RemoveStaleTemps(); err != nil {
 		f.log.Warn("removing stale temporary files", "removed", n, "err", err)
 	} else if n > 0 {
@@ -118,7 +119,7 @@ func (f *FileStore) Serve(ctx context.Context) error {
 
 // RemoveStaleTemps deletes temporary files written by other (earlier)
 // processes and returns how many it removed.
-func (f *FileStore) RemoveStaleTemps() (int, error) {
+func (f *Store) RemoveStaleTemps() (int, error) {
 	removed := 0
 	var errs []error
 	for _, k := range []Kind{KindSource, KindCerts, KindResult} {
@@ -144,9 +145,9 @@ func (f *FileStore) RemoveStaleTemps() (int, error) {
 }
 
 // RelPath is the path, relative to the root, of a stored file. id must be a
-// canonical UUID (store.ParseID) and ext a fixed extension such as ".zip".
+// canonical UUID (domain.ParseID) and ext a fixed extension such as ".zip".
 func RelPath(kind Kind, id, ext string) (string, error) {
-	canon, ok := store.ParseID(id)
+	canon, ok := domain.ParseID(id)
 	if !ok || canon != id {
 		return "", ErrBadPath
 	}
@@ -158,17 +159,9 @@ func RelPath(kind Kind, id, ext string) (string, error) {
 	return kind.dir() + "/" + id + ext, nil
 }
 
-// ResultExt is the result file extension for a platform.
-func ResultExt(platform string) string {
-	if platform == store.PlatformAndroid {
-		return ".apk"
-	}
-	return ".ipa"
-}
-
 // abs resolves a relative path and checks that it stays under the root,
 // separator included (so "/data/storage-evil" is not under "/data/storage").
-func (f *FileStore) abs(rel string) (string, error) {
+func (f *Store) abs(rel string) (string, error) {
 	if rel == "" || filepath.IsAbs(rel) || strings.Contains(rel, `\`) {
 		return "", ErrBadPath
 	}
@@ -183,7 +176,7 @@ func (f *FileStore) abs(rel string) (string, error) {
 // committed under its final name, or discarded. It holds the file open until
 // then (an unnamed temporary exists only through its descriptor).
 type Staged struct {
-	f      *FileStore
+	f      *Store
 	kind   Kind
 	tmp    TempFile // nil once committed or discarded
 	Size   int64
@@ -195,7 +188,7 @@ type Staged struct {
 // ErrTooLarge; any failure, including a read error of r (an interrupted
 // upload), removes the temporary file. progress, if not nil, is called with the
 // byte count after each chunk.
-func (f *FileStore) Stage(kind Kind, r io.Reader, limit int64, progress func(int64)) (*Staged, error) {
+func (f *Store) Stage(kind Kind, r io.Reader, limit int64, progress func(int64)) (*Staged, error) {
 	dir := filepath.Join(f.root, kind.dir())
 	tmp, err := f.fs.CreateTemp(dir, tempPrefix+f.bootID+"-*")
 	if err != nil {
@@ -334,7 +327,7 @@ func (s *Staged) Discard() {
 }
 
 // Save stages r and commits it as kind/<id><ext> in one step.
-func (f *FileStore) Save(kind Kind, id, ext string, r io.Reader, limit int64) (string, *Staged, error) {
+func (f *Store) Save(kind Kind, id, ext string, r io.Reader, limit int64) (string, *Staged, error) {
 	s, err := f.Stage(kind, r, limit, nil)
 	if err != nil {
 		return "", nil, err
@@ -345,7 +338,7 @@ func (f *FileStore) Save(kind Kind, id, ext string, r io.Reader, limit int64) (s
 
 // Open opens a stored file by its relative path. It returns ErrBadPath for a
 // path outside the root and ErrFileNotFound when the file is absent.
-func (f *FileStore) Open(rel string) (File, int64, error) {
+func (f *Store) Open(rel string) (File, int64, error) {
 	p, err := f.abs(rel)
 	if err != nil {
 		return nil, 0, err
@@ -372,7 +365,7 @@ func (f *FileStore) Open(rel string) (File, int64, error) {
 // Copy copies a stored file to kind/<id><ext> (staged, fsynced, renamed) and
 // returns the new relative path. It returns ErrFileNotFound when the source is
 // absent.
-func (f *FileStore) Copy(srcRel string, kind Kind, id, ext string) (string, error) {
+func (f *Store) Copy(srcRel string, kind Kind, id, ext string) (string, error) {
 	src, size, err := f.Open(srcRel)
 	if err != nil {
 		return "", err
@@ -383,7 +376,7 @@ func (f *FileStore) Copy(srcRel string, kind Kind, id, ext string) (string, erro
 }
 
 // Delete removes a stored file; an absent file is not an error.
-func (f *FileStore) Delete(rel string) error {
+func (f *Store) Delete(rel string) error {
 	p, err := f.abs(rel)
 	if err != nil {
 		return err
@@ -396,7 +389,7 @@ func (f *FileStore) Delete(rel string) error {
 
 // CheckWritable reports whether each storage directory exists and accepts a
 // new file. The probes are temporary files that are never published.
-func (f *FileStore) CheckWritable() error {
+func (f *Store) CheckWritable() error {
 	for _, k := range []Kind{KindSource, KindCerts, KindResult} {
 		tmp, err := f.fs.CreateTemp(filepath.Join(f.root, k.dir()), tempPrefix+f.bootID+"-probe-*")
 		if err != nil {
@@ -412,7 +405,7 @@ func (f *FileStore) CheckWritable() error {
 
 // ReadAll reads a whole stored file of at most limit bytes (the certs bundle,
 // which the certs-secure answer needs in memory).
-func (f *FileStore) ReadAll(rel string, limit int64) ([]byte, error) {
+func (f *Store) ReadAll(rel string, limit int64) ([]byte, error) {
 	fh, size, err := f.Open(rel)
 	if err != nil {
 		return nil, err

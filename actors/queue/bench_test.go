@@ -1,4 +1,4 @@
-package actors
+package queue
 
 import (
 	"context"
@@ -9,22 +9,25 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/expo-free-agent/controller/actors/clock"
+	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // benchQueue runs a queue manager on a real store in a temp dir.
-func benchQueue(b *testing.B) (*QueueManager, *store.Store) {
+func benchQueue(b *testing.B) (*Manager, *store.Store) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, filepath.Join(b.TempDir(), "q.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	files, err := NewFileStore(filepath.Join(b.TempDir(), "storage"), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	fs, err := files.New(filepath.Join(b.TempDir(), "storage"), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
-	q := NewQueueManager(st, files, SystemClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)), QueueConfig{})
+	q := New(st, fs, clock.System{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{})
 	done := make(chan struct{})
 	go func() { q.Serve(ctx); close(done) }()
 	b.Cleanup(func() { cancel(); <-done; st.Close() })
@@ -54,7 +57,7 @@ func BenchmarkPollIdle(b *testing.B) {
 // and gets it (one committed transaction), then reports it failed to free
 // itself (no file I/O).
 func BenchmarkAssign(b *testing.B) {
-	q, _ := benchQueue(b)
+	q, st := benchQueue(b)
 	ctx := context.Background()
 	w, _, err := q.Register(ctx, store.Registration{Name: "w", Capabilities: `{}`})
 	if err != nil {
@@ -63,10 +66,13 @@ func BenchmarkAssign(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := uuid.NewString()
-		if err := q.Submit(ctx, store.NewBuild{ID: id, Platform: store.PlatformIOS, SubmittedAt: int64(i),
-			SourcePath: "builds/" + id + ".zip", TokenHash: make([]byte, 32)}); err != nil {
+		// The row and the queueing of Submit, without its file I/O.
+		nb := store.NewBuild{ID: id, Platform: domain.PlatformIOS, SubmittedAt: int64(i),
+			SourcePath: "builds/" + id + ".zip", TokenHash: make([]byte, 32)}
+		if err := st.CreateBuild(ctx, nb); err != nil {
 			b.Fatal(err)
 		}
+		q.enqueue(ctx, queuedBuild{id: id, platform: nb.Platform, submittedAt: nb.SubmittedAt})
 		job, err := q.Poll(ctx, w.ID)
 		if err != nil || job == nil || job.BuildID != id {
 			b.Fatal(job, err)

@@ -1,18 +1,18 @@
-package store
+package fsync
 
 import (
 	"sync"
 	"sync/atomic"
 )
 
-// GroupSyncer shares one fsync among every caller waiting at the time (group
+// Group shares one fsync among every caller waiting at the time (group
 // commit). A caller that has finished its write calls Sync; Sync returns once
 // an fsync that started after the call has completed, so the caller's write
 // is durable. Callers that arrive while an fsync runs wait for the next one,
 // which then covers them all. The file storage service uses it for directory
 // syncs after renames; the store uses it for the WAL after commits.
-type GroupSyncer struct {
-	fsync func() error
+type Group struct {
+	flush func() error
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -24,16 +24,16 @@ type GroupSyncer struct {
 	calls atomic.Int64 // Sync calls
 }
 
-// NewGroupSyncer returns a syncer that makes writes durable with fsync.
-func NewGroupSyncer(fsync func() error) *GroupSyncer {
-	g := &GroupSyncer{fsync: fsync}
+// NewGroup returns a group whose flush (an fsync) makes writes durable.
+func NewGroup(flush func() error) *Group {
+	g := &Group{flush: flush}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
 
 // Sync returns when every write finished before the call is durable, or the
 // fsync's error.
-func (g *GroupSyncer) Sync() error {
+func (g *Group) Sync() error {
 	g.calls.Add(1)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -49,7 +49,7 @@ func (g *GroupSyncer) Sync() error {
 		g.running = true
 		target := g.issued
 		g.mu.Unlock()
-		err := g.fsync()
+		err := g.flush()
 		g.syncs.Add(1)
 		g.mu.Lock()
 		g.running = false
@@ -63,4 +63,4 @@ func (g *GroupSyncer) Sync() error {
 }
 
 // Stats returns how many Sync calls were made and how many fsyncs served them.
-func (g *GroupSyncer) Stats() (calls, syncs int64) { return g.calls.Load(), g.syncs.Load() }
+func (g *Group) Stats() (calls, syncs int64) { return g.calls.Load(), g.syncs.Load() }

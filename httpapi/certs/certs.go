@@ -1,4 +1,6 @@
-package actors
+// Package certs reads a signing-certificate bundle (a zip) into what
+// certs-secure hands to a worker's build VM (docs/API.md §4.4, §6.3).
+package certs
 
 import (
 	"archive/zip"
@@ -12,42 +14,42 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultCertsUnzipLimit caps the declared uncompressed size of a certs bundle.
-const DefaultCertsUnzipLimit = 50 << 20
+// DefaultUnzipLimit caps the declared uncompressed size of a certs bundle.
+const DefaultUnzipLimit = 50 << 20
 
-// ErrBadCerts means a certs bundle is not a zip or breaks a rule of §6.3.
-var ErrBadCerts = errors.New("certs: invalid bundle")
+// ErrInvalid means a certs bundle is not a zip or breaks a rule of §6.3.
+var ErrInvalid = errors.New("certs: invalid bundle")
 
-// CertBundle is what certs-secure hands to a worker's VM, every field in
+// Bundle is what certs-secure hands to a worker's VM, every field in
 // standard padded base64 except the passwords.
-type CertBundle struct {
+type Bundle struct {
 	P12                  string   `json:"p12"`
 	P12Password          string   `json:"p12Password"`
 	KeychainPassword     string   `json:"keychainPassword"`
 	ProvisioningProfiles []string `json:"provisioningProfiles"`
 }
 
-// ParseCerts reads a certs zip held in memory under the rules of the protocol
+// Parse reads a certs zip held in memory under the rules of the protocol
 // (§6.3): declared uncompressed sizes total at most maxTotal and no entry
 // inflates past its declared size; names containing "..", "\" or starting with
 // "/" reject the bundle; directories are ignored; the last entry ending in
 // ".p12" is the identity (required); the root "password.txt" is its password
 // (UTF-8, trimmed); every ".mobileprovision" is a profile, in zip order. A new
 // random keychain password is made on every call. Every violation returns an
-// error wrapping ErrBadCerts.
-func ParseCerts(data []byte, maxTotal int64) (*CertBundle, error) {
+// error wrapping ErrInvalid.
+func Parse(data []byte, maxTotal int64) (*Bundle, error) {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
-		return nil, fmt.Errorf("%w: not a zip: %v", ErrBadCerts, err)
+		return nil, fmt.Errorf("%w: not a zip: %v", ErrInvalid, err)
 	}
 	var total uint64
 	for _, f := range zr.File {
 		if strings.Contains(f.Name, "..") || strings.Contains(f.Name, `\`) || strings.HasPrefix(f.Name, "/") {
-			return nil, fmt.Errorf("%w: unsafe entry name %q", ErrBadCerts, f.Name)
+			return nil, fmt.Errorf("%w: unsafe entry name %q", ErrInvalid, f.Name)
 		}
 		total += f.UncompressedSize64
 		if total > uint64(maxTotal) || f.UncompressedSize64 > uint64(maxTotal) {
-			return nil, fmt.Errorf("%w: declared uncompressed size over %d bytes", ErrBadCerts, maxTotal)
+			return nil, fmt.Errorf("%w: declared uncompressed size over %d bytes", ErrInvalid, maxTotal)
 		}
 	}
 	var (
@@ -76,19 +78,19 @@ func ParseCerts(data []byte, maxTotal int64) (*CertBundle, error) {
 			profiles = append(profiles, base64.StdEncoding.EncodeToString(content))
 		case isPassword:
 			if !utf8.Valid(content) {
-				return nil, fmt.Errorf("%w: password.txt is not UTF-8", ErrBadCerts)
+				return nil, fmt.Errorf("%w: password.txt is not UTF-8", ErrInvalid)
 			}
 			password = strings.TrimSpace(string(content))
 		}
 	}
 	if p12 == nil {
-		return nil, fmt.Errorf("%w: no .p12 entry", ErrBadCerts)
+		return nil, fmt.Errorf("%w: no .p12 entry", ErrInvalid)
 	}
 	var kc [24]byte
 	if _, err := rand.Read(kc[:]); err != nil {
 		return nil, err
 	}
-	return &CertBundle{
+	return &Bundle{
 		P12:                  base64.StdEncoding.EncodeToString(p12),
 		P12Password:          password,
 		KeychainPassword:     base64.StdEncoding.EncodeToString(kc[:]),
@@ -100,16 +102,16 @@ func ParseCerts(data []byte, maxTotal int64) (*CertBundle, error) {
 func readEntry(f *zip.File) ([]byte, error) {
 	rc, err := f.Open()
 	if err != nil {
-		return nil, fmt.Errorf("%w: open %q: %v", ErrBadCerts, f.Name, err)
+		return nil, fmt.Errorf("%w: open %q: %v", ErrInvalid, f.Name, err)
 	}
 	defer rc.Close()
 	declared := int64(f.UncompressedSize64)
 	b, err := io.ReadAll(io.LimitReader(rc, declared+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: inflate %q: %v", ErrBadCerts, f.Name, err)
+		return nil, fmt.Errorf("%w: inflate %q: %v", ErrInvalid, f.Name, err)
 	}
 	if int64(len(b)) > declared {
-		return nil, fmt.Errorf("%w: %q inflates past its declared size", ErrBadCerts, f.Name)
+		return nil, fmt.Errorf("%w: %q inflates past its declared size", ErrInvalid, f.Name)
 	}
 	return b, nil
 }

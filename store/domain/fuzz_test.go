@@ -1,8 +1,8 @@
-package store_test
+package domain_test
 
 // Run with:
 //
-//	go test -run='^$' -fuzz='^FuzzParseID$' -fuzztime=20s ./store
+//	go test -run='^$' -fuzz='^FuzzParseID$' -fuzztime=20s ./store/domain
 
 import (
 	"strings"
@@ -10,10 +10,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
-// FuzzParseID checks store.ParseID on arbitrary strings. Invariants: an
+// FuzzParseID checks domain.ParseID on arbitrary strings. Invariants: an
 // accepted id is the lowered input, 36 bytes of lowercase hex digits with
 // hyphens at 8, 13, 18 and 23 (so it is safe in a file name and a path
 // segment), the same UUID as uuid.Parse reads, and a fixed point;
@@ -30,8 +30,8 @@ func FuzzParseID(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		canon, ok := store.ParseID(in)
-		upper, uok := store.ParseID(strings.ToUpper(in))
+		canon, ok := domain.ParseID(in)
+		upper, uok := domain.ParseID(strings.ToUpper(in))
 		if uok != ok || upper != canon {
 			t.Fatalf("ParseID(%q) = %q, %v but ParseID(upper) = %q, %v", in, canon, ok, upper, uok)
 		}
@@ -53,7 +53,7 @@ func FuzzParseID(f *testing.F) {
 		if u, err := uuid.Parse(in); err != nil || u.String() != canon {
 			t.Fatalf("ParseID(%q) = %q but uuid.Parse reads %v, %v", in, canon, u, err)
 		}
-		if again, ok := store.ParseID(canon); !ok || again != canon {
+		if again, ok := domain.ParseID(canon); !ok || again != canon {
 			t.Fatalf("ParseID is not a fixed point on %q", canon)
 		}
 	})

@@ -1,0 +1,119 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
+)
+
+// Job is a build handed to a worker.
+type Job struct {
+	BuildID  string
+	Platform domain.Platform
+	HasCerts bool
+}
+
+func jobOf(rb *runningBuild) *Job {
+	return &Job{BuildID: rb.id, Platform: rb.platform, HasCerts: rb.hasCerts}
+}
+
+// Poll marks the worker seen and returns its job (docs/API.md §4.2): the
+// build it already holds (re-delivered unchanged), else the first pending
+// build in queue order whose platform it accepts, assigned in one committed
+// transaction; nil when nothing qualifies. It returns store.ErrWorkerNotFound
+// for an unknown worker. On any other error the build keeps its place.
+func (m *Manager) Poll(ctx context.Context, workerID string) (*Job, error) {
+	return askDurable(ctx, m, func(ctx context.Context, s *state) (*Job, error) {
+		w := s.workers[workerID]
+		if w == nil {
+			return nil, store.ErrWorkerNotFound
+		}
+		if ctx.Err() != nil { // the caller is gone: hand nothing out
+			return nil, ctx.Err()
+		}
+		now := m.now()
+		if err := m.markSeen(ctx, s, w, now); err != nil {
+			return nil, err
+		}
+		if w.job != nil {
+			return jobOf(w.job), nil
+		}
+		return m.assignNext(ctx, s, w, now)
+	})
+}
+
+// assignNext hands w the first pending build it accepts.
+func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now int64) (*Job, error) {
+	for i := 0; i < len(s.pending); {
+		b := s.pending[i]
+		if !w.accepts(b.platform) {
+			i++
+			continue
+		}
+		err := m.store.AssignBuild(ctx, b.id, w.id, now)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			// A build cancelled between its commit and its queueing is no
+			// longer pending: drop it and look further. Any other disagreement
+			// between memory and the store makes the state reload.
+			if cur, gerr := m.store.GetBuild(ctx, b.id); errors.Is(gerr, store.ErrNotFound) ||
+				(gerr == nil && cur.Status != domain.StatusPending) {
+				s.dequeue(b.id)
+				continue
+			}
+			s.stale = true
+			m.log.Warn("queue out of step with the store; reloading", "build_id", b.id, "worker_id", w.id)
+			return nil, fmt.Errorf("assign %s: %w", b.id, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.dequeue(b.id)
+		rb := &runningBuild{queuedBuild: b, workerID: w.id}
+		s.running[b.id] = rb
+		w.job, w.status = rb, domain.WorkerBuilding
+		m.assignments.Add(1)
+		m.log.Info("build assigned", "build_id", b.id, "worker", w.name)
+		return jobOf(rb), nil
+	}
+	return nil, nil
+}
+
+// Seen records that a worker made an accepted request. Unknown ids are
+// ignored.
+func (m *Manager) Seen(ctx context.Context, workerID string) error {
+	_, err := askDurable(ctx, m, func(ctx context.Context, s *state) (struct{}, error) {
+		if w := s.workers[workerID]; w != nil {
+			return struct{}{}, m.markSeen(ctx, s, w, m.now())
+		}
+		return struct{}{}, nil
+	})
+	return err
+}
+
+// Register creates or re-registers a worker (store.RegisterWorker) and
+// updates the directory. It reports whether the worker was created.
+func (m *Manager) Register(ctx context.Context, reg store.Registration) (domain.Worker, bool, error) {
+	type registered struct {
+		w       domain.Worker
+		created bool
+	}
+	res, err := askDurable(ctx, m, func(ctx context.Context, s *state) (registered, error) {
+		reg.Now = m.now()
+		w, created, err := m.store.RegisterWorker(ctx, reg)
+		if err != nil {
+			return registered{}, err
+		}
+		e := s.workers[w.ID]
+		if e == nil {
+			e = &workerEntry{id: w.ID}
+			s.workers[w.ID] = e
+		}
+		e.name, e.platforms, e.status, e.lastSeen = w.Name, platformsOf(w.Capabilities), w.Status, w.LastSeenAt
+		delete(s.seen, w.ID)
+		return registered{w, created}, nil
+	})
+	return res.w, res.created, err
+}

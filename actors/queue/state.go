@@ -1,0 +1,219 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
+)
+
+// state is everything Serve owns. Nothing else reads or writes it.
+type state struct {
+	pending []queuedBuild            // sorted by (submittedAt, id)
+	queued  map[string]bool          // ids in pending
+	workers map[string]*workerEntry  // by worker id
+	running map[string]*runningBuild // by build id
+	seen    map[string]int64         // last-seen times not yet saved
+	stale   bool                     // memory may disagree with the store: reload before the next request
+}
+
+// queuedBuild is a pending build in the FIFO.
+type queuedBuild struct {
+	id          string
+	platform    domain.Platform
+	submittedAt int64
+	hasCerts    bool
+}
+
+// before is the queue order (docs/API.md §5.4): submit time, then id.
+func (a queuedBuild) before(b queuedBuild) bool {
+	return a.submittedAt < b.submittedAt || (a.submittedAt == b.submittedAt && a.id < b.id)
+}
+
+func toQueued(b domain.Build) queuedBuild {
+	return queuedBuild{id: b.ID, platform: b.Platform, submittedAt: b.SubmittedAt, hasCerts: b.CertsPath != nil}
+}
+
+// workerEntry is the manager's record of one worker.
+type workerEntry struct {
+	id        string
+	name      string
+	platforms map[domain.Platform]bool // nil: any platform
+	status    domain.WorkerStatus
+	lastSeen  int64
+	job       *runningBuild
+}
+
+func (w *workerEntry) accepts(p domain.Platform) bool {
+	return w.platforms == nil || w.platforms[p]
+}
+
+// runningBuild is an assigned or building build.
+type runningBuild struct {
+	queuedBuild
+	workerID string
+}
+
+// load rebuilds the state from the store, keeping last-seen times not yet
+// saved.
+func (m *Manager) load(ctx context.Context, s *state) error {
+	pending, err := m.store.PendingBuilds(ctx)
+	if err != nil {
+		return err
+	}
+	running, err := m.store.RunningBuilds(ctx)
+	if err != nil {
+		return err
+	}
+	workers, err := m.store.ListWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	seen := s.seen
+	*s = state{
+		queued:  make(map[string]bool, len(pending)),
+		workers: make(map[string]*workerEntry, len(workers)),
+		running: make(map[string]*runningBuild, len(running)),
+		seen:    map[string]int64{},
+	}
+	for _, b := range pending {
+		s.pending = append(s.pending, toQueued(b))
+		s.queued[b.ID] = true
+	}
+	for _, w := range workers {
+		e := &workerEntry{id: w.ID, name: w.Name, platforms: platformsOf(w.Capabilities),
+			status: w.Status, lastSeen: w.LastSeenAt}
+		if t, ok := seen[w.ID]; ok && t > e.lastSeen {
+			e.lastSeen = t
+			s.seen[w.ID] = t
+		}
+		s.workers[w.ID] = e
+	}
+	for _, b := range running {
+		rb := &runningBuild{queuedBuild: toQueued(b), workerID: *b.WorkerID}
+		s.running[b.ID] = rb
+		if w := s.workers[rb.workerID]; w != nil {
+			w.job = rb
+		}
+	}
+	return nil
+}
+
+// platformsOf reads capabilities.platforms: an array limits the worker to the
+// platforms it lists; anything else means any platform.
+func platformsOf(capabilities string) map[domain.Platform]bool {
+	var caps struct {
+		Platforms json.RawMessage `json:"platforms"`
+	}
+	if json.Unmarshal([]byte(capabilities), &caps) != nil || len(caps.Platforms) == 0 {
+		return nil
+	}
+	var list []any
+	if json.Unmarshal(caps.Platforms, &list) != nil {
+		return nil
+	}
+	set := map[domain.Platform]bool{}
+	for _, p := range list {
+		if s, ok := p.(string); ok {
+			set[domain.Platform(s)] = true
+		}
+	}
+	return set
+}
+
+// enqueue puts a build at its place in the FIFO (once).
+func (s *state) enqueue(b queuedBuild) {
+	if s.queued[b.id] {
+		return
+	}
+	i := sort.Search(len(s.pending), func(i int) bool { return b.before(s.pending[i]) })
+	s.pending = append(s.pending, queuedBuild{})
+	copy(s.pending[i+1:], s.pending[i:])
+	s.pending[i] = b
+	s.queued[b.id] = true
+}
+
+func (s *state) dequeue(id string) {
+	if !s.queued[id] {
+		return
+	}
+	for i, b := range s.pending {
+		if b.id == id {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			break
+		}
+	}
+	delete(s.queued, id)
+}
+
+// detach forgets that the build is running and frees its worker.
+func (s *state) detach(buildID string) {
+	rb := s.running[buildID]
+	if rb == nil {
+		return
+	}
+	delete(s.running, buildID)
+	if w := s.workers[rb.workerID]; w != nil && w.job == rb {
+		w.job = nil
+		if w.status == domain.WorkerBuilding {
+			w.status = domain.WorkerIdle
+		}
+	}
+}
+
+// requeue returns a running build to its place in the FIFO; without a
+// record of it, the state reloads from the store.
+func (s *state) requeue(buildID string) {
+	rb := s.running[buildID]
+	if rb == nil {
+		s.stale = true
+		return
+	}
+	s.detach(buildID)
+	s.enqueue(rb.queuedBuild)
+}
+
+// markSeen records that a worker was seen; an offline worker comes back
+// (building if it holds a build, else idle), which is saved at once.
+func (m *Manager) markSeen(ctx context.Context, s *state, w *workerEntry, now int64) error {
+	if now > w.lastSeen {
+		w.lastSeen = now
+		s.seen[w.id] = now
+	}
+	if w.status != domain.WorkerOffline {
+		return nil
+	}
+	status := domain.WorkerIdle
+	if w.job != nil {
+		status = domain.WorkerBuilding
+	}
+	if err := m.store.SetWorkerStatus(ctx, w.id, status, now); err != nil {
+		return err
+	}
+	w.status = status
+	m.log.Info("worker back online", "worker", w.name, "status", status)
+	return nil
+}
+
+// flushSeen writes the last-seen times not yet saved.
+func (m *Manager) flushSeen(ctx context.Context, s *state) error {
+	if err := m.store.SaveLastSeen(ctx, s.seen); err != nil {
+		return err
+	}
+	s.seen = map[string]int64{}
+	return nil
+}
+
+// saveSeen is flushSeen at shutdown, under its own deadline.
+func (m *Manager) saveSeen(s *state) {
+	if len(s.seen) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), store.DefaultOpTimeout)
+	defer cancel()
+	if err := m.flushSeen(ctx, s); err != nil {
+		m.log.Warn("saving worker last-seen times", "err", err)
+	}
+}

@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/expo-free-agent/controller/actors/files"
+	"github.com/expo-free-agent/controller/httpapi/certs"
+	"github.com/expo-free-agent/controller/store"
+	"github.com/expo-free-agent/controller/store/domain"
+)
+
+// The assignee's calls: a worker fetching what its build needs and reporting
+// on it. Each route's access rule has already checked the key, the worker's
+// claim and that it holds the :id build (callerOf(c).Build); the store
+// re-checks the assignee inside the transaction of every write.
+
+// workerSource is GET /api/builds/:id/source (§4.3).
+func (s *Server) workerSource(c echo.Context) error {
+	b := callerOf(c).Build
+	return s.sendAssigneeFile(c, stored{rel: b.SourcePath, contentType: "application/zip", filename: b.ID + ".zip",
+		notFound: msgSourceNotFound, failed: msgReadSourceFailed})
+}
+
+// workerCerts is GET /api/builds/:id/certs (§4.3).
+func (s *Server) workerCerts(c echo.Context) error {
+	b := callerOf(c).Build
+	if b.CertsPath == nil {
+		return fail(http.StatusNotFound, msgCertsNotFound)
+	}
+	return s.sendAssigneeFile(c, stored{rel: *b.CertsPath, contentType: "application/zip", filename: b.ID + "-certs.zip",
+		notFound: msgCertsNotFound, failed: msgReadCertsFailed})
+}
+
+// sendAssigneeFile streams a build's file to its assignee, counting the
+// download as a liveness signal.
+func (s *Server) sendAssigneeFile(c echo.Context, f stored) error {
+	fh, size, err := s.openStored(f)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	if err := s.touch(c); err != nil {
+		return err
+	}
+	s.stream(c, fh, size, f.contentType, f.filename)
+	return nil
+}
+
+// touch records a liveness signal from the caller, the :id build's assignee,
+// and that the worker was seen.
+func (s *Server) touch(c echo.Context) error {
+	cl := callerOf(c)
+	if err := s.store.TouchBuild(c.Request().Context(), cl.BuildID, cl.WorkerID, s.now()); err != nil {
+		return err
+	}
+	s.seen(c, cl.WorkerID)
+	return nil
+}
+
+// certsSecure is GET /api/builds/:id/certs-secure (§4.4).
+func (s *Server) certsSecure(c echo.Context) error {
+	b := callerOf(c).Build
+	if b.CertsPath == nil {
+		return fail(http.StatusNotFound, msgCertsNotFound)
+	}
+	data, err := s.files.ReadAll(*b.CertsPath, s.cfg.MaxCertsSize)
+	if errors.Is(err, files.ErrFileNotFound) || errors.Is(err, files.ErrBadPath) {
+		return fail(http.StatusNotFound, msgCertsNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	bundle, err := certs.Parse(data, s.cfg.CertsUnzipLimit)
+	if err != nil {
+		return err
+	}
+	if err := s.touch(c); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, bundle)
+}
+
+// postLogs is POST /api/builds/:id/logs (§4.5): one line or a batch. In a
+// batch, lines that are not {level, message} with a valid level are skipped.
+func (s *Server) postLogs(c echo.Context) error {
+	var req struct {
+		Level   string            `json:"level"`
+		Message string            `json:"message"`
+		Logs    []json.RawMessage `json:"logs"`
+	}
+	got, err := readJSON(c, &req)
+	if err != nil {
+		return err
+	}
+	isBatch := got.sent("logs")
+	var lines []store.LogInput
+	switch {
+	case !got.object:
+		return fail(http.StatusBadRequest, msgInvalidLogBody)
+	case isBatch:
+		if req.Logs == nil {
+			return fail(http.StatusBadRequest, msgInvalidLogBody)
+		}
+		lines = batchLines(req.Logs)
+	case !got.has("level") || !got.has("message") || got.wrongType("level") || got.wrongType("message"):
+		return fail(http.StatusBadRequest, msgInvalidLogBody)
+	case !domain.LogLevel(req.Level).Valid():
+		return fail(http.StatusBadRequest, msgInvalidLogLevel)
+	default:
+		lines = []store.LogInput{{Level: domain.LogLevel(req.Level), Message: req.Message}}
+	}
+	cl := callerOf(c)
+	n, err := s.store.AppendLogs(c.Request().Context(), cl.BuildID, cl.WorkerID, lines, s.now())
+	if err != nil {
+		return err
+	}
+	s.seen(c, cl.WorkerID)
+	if isBatch {
+		return c.JSON(http.StatusOK, map[string]any{"success": true, "count": n})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true})
+}
+
+// batchLines keeps the well-formed lines of a batch.
+func batchLines(batch []json.RawMessage) []store.LogInput {
+	lines := make([]store.LogInput, 0, len(batch))
+	for _, el := range batch {
+		var l struct {
+			Level   string `json:"level"`
+			Message string `json:"message"`
+		}
+		got := decodeStrict(el, &l)
+		ok := got.has("level") && got.has("message") && !got.wrongType("level") && !got.wrongType("message")
+		if ok && domain.LogLevel(l.Level).Valid() {
+			lines = append(lines, store.LogInput{Level: domain.LogLevel(l.Level), Message: l.Message})
+		}
+	}
+	return lines
+}
+
+// heartbeat is POST /api/builds/:id/heartbeat (§4.6).
+func (s *Server) heartbeat(c echo.Context) error {
+	var req struct {
+		Progress float64 `json:"progress"` // optional; null is no progress
+	}
+	got, err := readJSON(c, &req)
+	if err != nil {
+		return err
+	}
+	if !got.object {
+		return fail(http.StatusBadRequest, msgInvalidJSON)
+	}
+	var progress *float64
+	if got.has("progress") {
+		if got.wrongType("progress") || req.Progress < 0 || req.Progress > 100 {
+			return fail(http.StatusBadRequest, msgInvalidProgress)
+		}
+		progress = &req.Progress
+	}
+	cl, now := callerOf(c), s.now()
+	if err := s.store.Heartbeat(c.Request().Context(), cl.BuildID, cl.WorkerID, progress, now); err != nil {
+		return err
+	}
+	s.seen(c, cl.WorkerID)
+	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "timestamp": now})
+}

@@ -1,0 +1,84 @@
+package httpapi
+
+// Every message a client can be sent (docs/ERRORS.md lists them all; a test
+// checks that it does).
+const (
+	// Routing and bodies (§1.1).
+	msgNotFound         = "Not found"
+	msgMethodNotAllowed = "Method not allowed"
+	msgInternal         = "Internal server error"
+	msgInvalidJSON      = "Invalid JSON body"
+	msgBodyTooLarge     = "Request body too large"
+	msgInvalidMultipart = "Invalid multipart body"
+	msgNotMultipart     = "Content must be multipart/form-data"
+
+	// Credentials and identity claims (§1.2).
+	msgMissingKey        = "Missing X-API-Key header"
+	msgInvalidKey        = "Invalid API key"
+	msgMissingKeyOrToken = "Missing X-API-Key or X-Build-Token header"
+	msgBadToken          = "Invalid or expired build token"
+	msgMissingWorkerID   = "Missing X-Worker-Id header"
+	msgMissingBuildID    = "Missing X-Build-Id header"
+	msgBuildIDMismatch   = "X-Build-Id header does not match build ID in URL"
+	msgWorkerIDRequired  = "worker_id required"
+
+	// Records.
+	msgBuildNotFound  = "Build not found"
+	msgWorkerNotFound = "Worker not found"
+
+	// The three refusals of a worker that is not the build's assignee; each
+	// route keeps the wording its clients know (§4.3–§4.8).
+	msgWorkerNotAuthorized = "Worker not authorized for this build"
+	msgWorkerNotAssigned   = "Worker not assigned to this build"
+	msgNotAssignedToWorker = "Build not assigned to this worker"
+
+	// Builds (§2).
+	msgSourceTooLarge    = "Source file too large"
+	msgCertsTooLarge     = "Certs file too large"
+	msgSourceRequired    = "Source file required"
+	msgInvalidPlatform   = "Valid platform required (ios|android)"
+	msgBuildNotCompleted = "Build not completed"
+	msgResultNotFound    = "Build result not found"
+	msgSourceNotFound    = "Source file not found"
+	msgInvalidFileType   = "Invalid file type"
+	msgBuildFinished     = "Build already finished"
+	msgBuildInProgress   = "Build is still in progress"
+	msgSourceGone        = "Original build source no longer available. Please submit a new build."
+
+	// Workers (§4).
+	msgNameAndCapabilities = "Name and capabilities required"
+	msgCertsNotFound       = "Certs not found"
+	msgInvalidLogBody      = "Invalid body. Expected { level, message } or { logs: [...] }"
+	msgInvalidLogLevel     = "Invalid log level. Must be: info, warn, or error"
+	msgInvalidProgress     = "progress must be a number between 0 and 100"
+	msgInvalidTelemetry    = "Invalid telemetry data"
+	msgResultTooLarge      = "Result file too large"
+	msgUploadIDsRequired   = "build_id and worker_id required"
+	msgDiagnosticFields    = "Missing required fields: worker_id, status, duration_ms, checks"
+	msgDiagnosticStatus    = "Invalid status. Must be: healthy, warning, or critical"
+	msgChecksNotArray      = "checks must be an array"
+	msgNoDiagnostics       = "No diagnostic reports found"
+
+	// Health (§3.1); these go in {"status": "error", "error": ...}.
+	msgDatabaseUnavailable = "Database unavailable"
+	msgStorageNotWritable  = "Storage not writable"
+
+	// The fixed 500 message of each route (§1.1): what failed, never why.
+	msgSubmitFailed      = "Build submission failed"
+	msgCancelFailed      = "Cancel failed"
+	msgRetryFailed       = "Retry failed"
+	msgReadResultFailed  = "Failed to read build result"
+	msgReadSourceFailed  = "Failed to read source file"
+	msgReadCertsFailed   = "Failed to read certs file"
+	msgCertsSecureFailed = "Failed to process certs file"
+	msgRegisterFailed    = "Worker registration failed"
+	msgPollFailed        = "Poll failed"
+	msgAddLogFailed      = "Failed to add log"
+	msgHeartbeatFailed   = "Heartbeat failed"
+	msgTelemetryFailed   = "Telemetry failed"
+	msgUploadFailed      = "Upload failed"
+	msgUnregisterFailed  = "Unregister failed"
+	msgWorkerStatsFailed = "Failed to fetch stats"
+	msgSaveDiagFailed    = "Failed to save diagnostic report"
+	msgFetchDiagFailed   = "Failed to fetch diagnostic reports"
+)

@@ -1,0 +1,169 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/expo-free-agent/controller/actors/queue"
+)
+
+// route is one row of the route table: what serves a path, who may call it,
+// and its wording.
+type route struct {
+	method  string
+	paths   []string // the path and its aliases
+	handle  echo.HandlerFunc
+	access  access
+	fail    string // the fixed message of its 500 answer
+	notMine string // its 403 for a worker that is not the build's assignee
+	// failSource is the 500 message when :type is "source" (a download of
+	// the source on the result's route).
+	failSource string
+	// override rewords entries of the answers table for this route.
+	override []struct {
+		err error
+		answer
+	}
+}
+
+// failMessage is the route's fixed 500 message.
+func (r *route) failMessage(c echo.Context) string {
+	switch {
+	case r == nil:
+		return msgInternal
+	case r.failSource != "" && c.Param("type") == "source":
+		return r.failSource
+	case r.fail != "":
+		return r.fail
+	}
+	return msgInternal
+}
+
+// routes is the route table (docs/API.md, Route index).
+func (s *Server) routes() []*route {
+	metrics := adminOnly
+	if s.cfg.MetricsPublic {
+		metrics = public
+	}
+	return []*route{
+		// Developers (§2).
+		{method: http.MethodPost, paths: []string{"/api/builds/submit", "/api/builds"}, handle: s.submit, access: adminOnly, fail: msgSubmitFailed},
+		{method: http.MethodGet, paths: []string{"/api/builds"}, handle: s.listBuilds, access: adminOnly},
+		{method: http.MethodGet, paths: []string{"/api/builds/active"}, handle: s.activeBuilds, access: adminOnly},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/status", "/api/builds/:id"}, handle: s.buildStatus, access: adminOrToken},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/logs"}, handle: s.getLogs, access: adminOrToken},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/download", "/api/builds/:id/download/:type"}, handle: s.download,
+			access: adminOrToken, fail: msgReadResultFailed, failSource: msgReadSourceFailed},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/cancel"}, handle: s.cancel, access: adminOrToken, fail: msgCancelFailed,
+			override: []struct {
+				err error
+				answer
+			}{{queue.ErrFinished, answer{http.StatusBadRequest, msgBuildFinished}}}},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/retry"}, handle: s.retry, access: adminOrToken, fail: msgRetryFailed},
+
+		// Workers (§4).
+		{method: http.MethodPost, paths: []string{"/api/workers/register"}, handle: s.register, access: adminOnly, fail: msgRegisterFailed},
+		{method: http.MethodGet, paths: []string{"/api/workers/poll"}, handle: s.poll, access: pollingWorker, fail: msgPollFailed},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/source"}, handle: s.workerSource, access: assigneeByHeader,
+			fail: msgReadSourceFailed, notMine: msgWorkerNotAuthorized},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs"}, handle: s.workerCerts, access: assigneeByHeader,
+			fail: msgReadCertsFailed, notMine: msgWorkerNotAuthorized},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs-secure"}, handle: s.certsSecure, access: assigneeByHeaders,
+			fail: msgCertsSecureFailed, notMine: msgWorkerNotAssigned},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/logs"}, handle: s.postLogs, access: assigneeByHeader,
+			fail: msgAddLogFailed, notMine: msgWorkerNotAuthorized},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/heartbeat"}, handle: s.heartbeat, access: assigneeByQuery,
+			fail: msgHeartbeatFailed, notMine: msgNotAssignedToWorker},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/telemetry"}, handle: s.telemetry, access: telemetryCaller,
+			fail: msgTelemetryFailed, notMine: msgWorkerNotAssigned},
+		{method: http.MethodPost, paths: []string{"/api/workers/upload", "/api/workers/result"}, handle: s.upload, access: adminOnly,
+			fail: msgUploadFailed, notMine: msgNotAssignedToWorker},
+		{method: http.MethodPost, paths: []string{"/api/workers/:id/unregister", "/api/workers/unregister"}, handle: s.unregister,
+			access: adminOnly, fail: msgUnregisterFailed},
+		{method: http.MethodGet, paths: []string{"/api/workers/:id/stats"}, handle: s.workerStats, access: adminOnly, fail: msgWorkerStatsFailed},
+		{method: http.MethodPost, paths: []string{"/api/diagnostics/report"}, handle: s.addDiagnostic, access: adminOnly, fail: msgSaveDiagFailed},
+		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id"}, handle: s.listDiagnostics, access: adminOnly, fail: msgFetchDiagFailed},
+		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id/latest"}, handle: s.latestDiagnostic, access: adminOnly, fail: msgFetchDiagFailed},
+
+		// Public (§3), the dashboard and the metrics.
+		{method: http.MethodGet, paths: []string{"/health", "/api/health"}, handle: cors(s.health), access: public},
+		{method: http.MethodGet, paths: []string{"/api/stats", "/api/stats/", "/public/stats"}, handle: cors(s.publicStats), access: public},
+		{method: http.MethodGet, paths: []string{"/"}, handle: s.dashboardPage, access: public},
+		{method: http.MethodGet, paths: []string{"/dashboard/fragment"}, handle: s.dashboardFragment, access: public},
+		{method: http.MethodGet, paths: []string{"/dashboard/assets/:name"}, handle: s.dashboardAsset, access: public},
+		{method: http.MethodGet, paths: []string{"/builds/:id"}, handle: s.buildPage, access: public},
+		{method: http.MethodGet, paths: []string{"/builds/:id/logs.json"}, handle: s.buildPageLogs, access: public},
+		{method: http.MethodGet, paths: []string{"/metrics"}, handle: s.metricsHandler(), access: metrics},
+	}
+}
+
+const ctxRoute = "route"
+
+// routeOf returns the request's row of the route table, or nil before
+// routing.
+func routeOf(c echo.Context) *route {
+	r, _ := c.Get(ctxRoute).(*route)
+	return r
+}
+
+// echo builds the router from the table. Each route runs: its row is
+// recorded, a panic becomes its 500, the caller is resolved or refused, the
+// handler runs.
+func (s *Server) echo() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort, e.Debug = true, true, false
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.logRequests, refuseOptions)
+	for _, r := range s.table {
+		r := r
+		withRoute := func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Set(ctxRoute, r)
+				return next(c)
+			}
+		}
+		for _, p := range r.paths {
+			e.Add(r.method, p, r.handle, withRoute, s.recoverPanics, s.authorize(r))
+		}
+	}
+	return e
+}
+
+// RouteInfo is one registered route and the name of its access rule
+// ("public", "key", "keyOrToken", "worker"), for the auth-matrix test.
+type RouteInfo struct {
+	Method, Path, Access string
+}
+
+// Routes lists the route table, aliases included.
+func (s *Server) Routes() []RouteInfo {
+	var out []RouteInfo
+	for _, r := range s.table {
+		for _, p := range r.paths {
+			out = append(out, RouteInfo{Method: r.method, Path: p, Access: r.access.name})
+		}
+	}
+	return out
+}
+
+// refuseOptions answers OPTIONS on a known path like any other wrong method
+// (Echo would answer 204): 405 Method not allowed with the Allow header.
+func refuseOptions(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Method == http.MethodOptions {
+			if _, known := c.Get(echo.ContextKeyHeaderAllow).(string); known {
+				return echo.ErrMethodNotAllowed
+			}
+		}
+		return next(c)
+	}
+}
+
+// cors lets the project's landing page read the public endpoints.
+func cors(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderAccessControlAllowOrigin, "*")
+		return next(c)
+	}
+}

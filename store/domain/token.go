@@ -1,0 +1,27 @@
+package domain
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+)
+
+// NewToken returns a new secret (32 random bytes, base64url without padding:
+// 43 characters) and the digest that is stored in its place.
+func NewToken() (token string, digest []byte, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
+	token = base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(token))
+	return token, sum[:], nil
+}
+
+// TokenMatches compares a presented token with a stored digest in constant
+// time.
+func TokenMatches(token string, digest []byte) bool {
+	sum := sha256.Sum256([]byte(token))
+	return len(digest) == sha256.Size && subtle.ConstantTimeCompare(sum[:], digest) == 1
+}
