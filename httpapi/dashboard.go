@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"html/template"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/labstack/echo/v4"
 )
@@ -62,57 +64,75 @@ type dashboardView struct {
 	TotalBuilds                        int
 }
 
-func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
-	ctx := c.Request().Context()
-	now := s.cfg.Clock.Now()
+// dashboardData is what one dashboard view reads.
+type dashboardData struct {
+	counts                   store.Counts
+	workers                  []domain.Worker
+	recent, pending, running []domain.Build
+}
+
+func (s *Server) loadDashboard(ctx context.Context) (d dashboardData, err error) {
 	if err := s.queue.SaveSeen(ctx); err != nil {
 		s.log.Warn("dashboard: saving last-seen times", "err", err)
 	}
-	counts, err := s.store.BuildCounts(ctx)
+	if d.counts, err = s.store.BuildCounts(ctx); err != nil {
+		return d, err
+	}
+	if d.workers, err = s.store.ListWorkers(ctx); err != nil {
+		return d, err
+	}
+	if d.recent, err = s.store.RecentBuilds(ctx, dashboardBuildLimit); err != nil {
+		return d, err
+	}
+	if d.pending, err = s.store.PendingBuilds(ctx); err != nil {
+		return d, err
+	}
+	d.running, err = s.store.RunningBuilds(ctx)
+	return d, err
+}
+
+func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
+	d, err := s.loadDashboard(c.Request().Context())
 	if err != nil {
 		return nil, err
 	}
-	workers, err := s.store.ListWorkers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	recent, err := s.store.RecentBuilds(ctx, dashboardBuildLimit)
-	if err != nil {
-		return nil, err
-	}
-	pending, err := s.store.PendingBuilds(ctx)
-	if err != nil {
-		return nil, err
-	}
-	running, err := s.store.RunningBuilds(ctx)
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[string]string, len(workers))
-	for _, w := range workers {
-		names[w.ID] = w.Name
-	}
-	current := map[string]string{}
-	for _, b := range running {
-		if b.WorkerID != nil {
-			current[*b.WorkerID] = b.ID
-		}
-	}
+	now := s.cfg.Clock.Now()
+	counts := d.counts
 	v := &dashboardView{Generated: fmtTime(now.UnixMilli()), Pending: counts.Pending, Active: counts.Active(),
 		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
 		TotalBuilds: counts.Pending + counts.Active() + counts.Completed + counts.Failed}
-	for i, b := range pending {
+	for i, b := range d.pending {
 		if i == dashboardBuildLimit {
-			v.QueueMore = len(pending) - i
+			v.QueueMore = len(d.pending) - i
 			break
 		}
 		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform),
 			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
 	}
-	for _, b := range recent {
+	names := make(map[string]string, len(d.workers))
+	for _, w := range d.workers {
+		names[w.ID] = w.Name
+	}
+	for _, b := range d.recent {
 		v.Builds = append(v.Builds, toDashBuild(b, names, now.UnixMilli()))
 	}
-	for _, w := range workers {
+	v.Workers, v.OnlineWorkers = dashWorkers(d, now)
+	return v, nil
+}
+
+// dashWorkers are the worker rows and how many workers are online.
+func dashWorkers(d dashboardData, now time.Time) ([]dashWorker, int) {
+	current := map[string]string{}
+	for _, b := range d.running {
+		if b.WorkerID != nil {
+			current[*b.WorkerID] = b.ID
+		}
+	}
+	var (
+		rows   []dashWorker
+		online int
+	)
+	for _, w := range d.workers {
 		dw := dashWorker{Name: w.Name, Status: string(w.Status), LastSeen: fmtTime(w.LastSeenAt) + " (" +
 			fmtDuration(now.UnixMilli()-w.LastSeenAt) + " ago)", Platforms: platformsText(w.Capabilities),
 			Completed: w.BuildsCompleted, Failed: w.BuildsFailed,
@@ -121,11 +141,11 @@ func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 			dw.CurrentBuild, dw.CurrentBuildShort = id, short(id)
 		}
 		if w.Status != domain.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli() {
-			v.OnlineWorkers++
+			online++
 		}
-		v.Workers = append(v.Workers, dw)
+		rows = append(rows, dw)
 	}
-	return v, nil
+	return rows, online
 }
 
 func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {

@@ -56,7 +56,7 @@ func buildCounts(ctx context.Context, tx *sql.Tx, c *Counts) error {
 	return rows.Err()
 }
 
-// Stats are the public figures of §3.2 of the protocol.
+// Stats are the public figures of docs/API.md §3.2.
 type Stats struct {
 	NodesOnline      int
 	BuildsQueued     int

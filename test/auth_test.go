@@ -2,6 +2,7 @@ package test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,7 +14,8 @@ type endpoint struct {
 	class        string // public, key, keyOrToken, worker
 }
 
-// allEndpoints lists every route with its auth class (§1.2), aliases included.
+// allEndpoints lists the API routes with concrete ids and their auth class
+// (§1.2), aliases included; the security tests send hostile input to each.
 func allEndpoints(buildID, workerID string) []endpoint {
 	b := "/api/builds/" + buildID
 	return []endpoint{
@@ -35,21 +37,66 @@ func allEndpoints(buildID, workerID string) []endpoint {
 	}
 }
 
-// TestAuthMatrix sends every endpoint no credentials, a wrong key, another
-// build's token and the right build's token alone.
+// expectedAccess is the auth class every route must have (docs/API.md §1.2),
+// aliases included: public, key (the admin key), keyOrToken (the key or the
+// addressed build's token) or worker (the key and a claimed worker; for
+// telemetry also no credential at all, which is refused with the key's 401
+// when the claim names nothing).
+var expectedAccess = map[string]string{
+	"GET /health": "public", "GET /api/health": "public", "GET /api/stats": "public",
+	"GET /api/stats/": "public", "GET /public/stats": "public", "GET /": "public",
+	"GET /dashboard/fragment": "public", "GET /dashboard/assets/:name": "public",
+	"GET /builds/:id": "public", "GET /builds/:id/logs.json": "public",
+	"POST /api/builds/submit": "key", "POST /api/builds": "key", "GET /api/builds": "key",
+	"GET /api/builds/active":     "key",
+	"POST /api/workers/register": "key", "GET /api/workers/poll": "key",
+	"POST /api/workers/upload": "key", "POST /api/workers/result": "key",
+	"POST /api/workers/:id/unregister": "key", "POST /api/workers/unregister": "key",
+	"GET /api/workers/:id/stats":   "key",
+	"POST /api/diagnostics/report": "key", "GET /api/diagnostics/:worker_id": "key",
+	"GET /api/diagnostics/:worker_id/latest": "key", "GET /metrics": "key",
+	"GET /api/builds/:id/status": "keyOrToken", "GET /api/builds/:id": "keyOrToken",
+	"GET /api/builds/:id/logs": "keyOrToken", "GET /api/builds/:id/download": "keyOrToken",
+	"GET /api/builds/:id/download/:type": "keyOrToken",
+	"POST /api/builds/:id/cancel":        "keyOrToken", "POST /api/builds/:id/retry": "keyOrToken",
+	"GET /api/builds/:id/source": "worker", "GET /api/builds/:id/certs": "worker",
+	"GET /api/builds/:id/certs-secure": "worker", "POST /api/builds/:id/logs": "worker",
+	"POST /api/builds/:id/heartbeat": "worker", "POST /api/builds/:id/telemetry": "worker",
+}
+
+// concrete fills a route pattern with real ids and adds the worker claim
+// that poll and heartbeat read from the query.
+func concrete(pattern, buildID, workerID string) string {
+	p := strings.NewReplacer(":worker_id", workerID, ":name", "dashboard.css", ":type", "source").Replace(pattern)
+	if strings.HasPrefix(p, "/api/workers/:id") {
+		p = strings.Replace(p, ":id", workerID, 1)
+	}
+	return strings.Replace(p, ":id", buildID, 1) + "?worker_id=" + workerID
+}
+
+// TestAuthMatrix walks the controller's route table: every route has the
+// access rule it must have, and answers no credentials, a wrong key, another
+// build's token and the right build's token alone as that rule says.
 func TestAuthMatrix(t *testing.T) {
 	t.Parallel()
 	c := Start(t)
 	mine := c.Submit("ios", []byte("mine"), DefaultCerts(t))
 	other := c.Submit("ios", []byte("other"), nil)
 	w := c.Register("auth-worker")
-	for _, ep := range allEndpoints(mine.ID, w) {
-		do := func(h H) Response { return c.Do(ep.method, ep.path, nil, h) }
-		name := ep.method + " " + ep.path
+	routes := c.App.HTTP.Routes()
+	walked := map[string]bool{}
+	for _, rt := range routes {
+		name := rt.Method + " " + rt.Path
+		walked[name] = true
+		class, ok := expectedAccess[name]
+		require.True(t, ok, "route %s is not in the auth matrix", name)
+		require.Equal(t, class, rt.Access, "route %s has the wrong access rule", name)
+		path := concrete(rt.Path, mine.ID, w)
+		do := func(h H) Response { return c.Do(rt.Method, path, nil, h) }
 		t.Run(name, func(t *testing.T) {
 			none, wrong := do(nil), do(H{"X-API-Key": "wrong-key-wrong-key"})
 			otherToken, ownToken := do(H{"X-Build-Token": other.Token}), do(H{"X-Build-Token": mine.Token})
-			switch ep.class {
+			switch class {
 			case "public":
 				for _, r := range []Response{none, wrong, otherToken} {
 					require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
@@ -80,6 +127,9 @@ func TestAuthMatrix(t *testing.T) {
 				require.Equal(t, "Invalid API key", wk.Error(t))
 			}
 		})
+	}
+	for name := range expectedAccess {
+		require.True(t, walked[name], "the route table lacks %s", name)
 	}
 }
 

@@ -249,7 +249,7 @@ func TestDatabaseWriteFaults(t *testing.T) {
 }
 
 // TestClosedDatabase: with the database gone, every endpoint answers its
-// fixed 500 message (protocol §1.1) and nothing internal leaks.
+// fixed 500 message (docs/API.md §1.1) and nothing internal leaks.
 func TestClosedDatabase(t *testing.T) {
 	t.Parallel()
 	c := Start(t)

@@ -1,6 +1,6 @@
 // Package test holds black-box tests that run the real controller — the
 // whole supervision tree from cmd/app — on a temporary directory and port 0,
-// and talk to it over HTTP exactly as the clients of protocol.md do.
+// and talk to it over HTTP exactly as the clients of docs/API.md do.
 package test
 
 import (

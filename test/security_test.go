@@ -175,7 +175,7 @@ func secRequireOnlyStoredFiles(t *testing.T, dir string) {
 //     written, sets it) without unescaping parameters. So an encoded slash
 //     stays inside one segment, "..", "%2e%2e%2f…" and "%2Fetc%2Fpasswd" are
 //     just non-UUID ids, and the handler answers 404 Build/Worker not found
-//     before any database or file access (protocol §1, Ids).
+//     before any database or file access (docs/API.md §1, Ids).
 //   - A raw "/" inside the id ("../", "....//") adds a path segment; no route
 //     has that shape, so the router answers 404 "Not found" before auth or any
 //     handler runs (§1.1: routing precedes auth).

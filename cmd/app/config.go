@@ -28,7 +28,7 @@ import (
 	"github.com/expo-free-agent/controller/store"
 )
 
-// Config is the controller's configuration (§7 of the protocol).
+// Config is the controller's configuration (docs/API.md §7).
 type Config struct {
 	Host          string
 	Port          int

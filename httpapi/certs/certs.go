@@ -29,7 +29,7 @@ type Bundle struct {
 	ProvisioningProfiles []string `json:"provisioningProfiles"`
 }
 
-// Parse reads a certs zip held in memory under the rules of the protocol
+// Parse reads a certs zip held in memory under the rules of docs/API.md
 // (§6.3): declared uncompressed sizes total at most maxTotal and no entry
 // inflates past its declared size; names containing "..", "\" or starting with
 // "/" reject the bundle; directories are ignored; the last entry ending in

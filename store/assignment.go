@@ -1,0 +1,303 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/expo-free-agent/controller/store/domain"
+)
+
+// AssignBuild hands a pending build to an idle worker in one transaction: the
+// build becomes assigned (worker, start and liveness = now), the worker
+// building, and "Assigned to worker <name>" is logged. It returns ErrNotFound,
+// ErrWorkerNotFound, or ErrConflict when the build is not pending or the worker
+// already holds a build.
+func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now int64) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "assign build", func(tx *sql.Tx) error {
+		name, err := workerName(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		var held int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE worker_id = ?
+			AND status IN ('assigned', 'building')`, workerID).Scan(&held); err != nil {
+			return err
+		}
+		if held > 0 {
+			return ErrConflict
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
+			started_at = ?, last_activity_at = ?, progress = NULL
+			WHERE id = ? AND status = 'pending'`, workerID, now, now, buildID)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res, ErrConflict); err != nil {
+			if _, gerr := getBuild(ctx, tx, buildID); gerr != nil {
+				return gerr // ErrNotFound
+			}
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
+			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
+			return err
+		}
+		return appendLog(ctx, tx, buildID, now, domain.LevelInfo, "Assigned to worker "+name)
+	})
+}
+
+// CancelBuild fails an unfinished build as cancelled by the user, frees its
+// worker (counters unchanged, worker_id kept) and logs "Build cancelled". It
+// returns the build as it was before, or ErrNotFound, or ErrConflict when the
+// build is already finished.
+func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var before domain.Build
+	err := s.tx(ctx, "cancel build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if b.Finished() {
+			return ErrConflict
+		}
+		before = b
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', cancelled = 1,
+			error_message = 'Build cancelled by user', completed_at = ? WHERE id = ?`, now, id); err != nil {
+			return err
+		}
+		if b.Running() && b.WorkerID != nil {
+			if err := releaseWorker(ctx, tx, *b.WorkerID); err != nil {
+				return err
+			}
+		}
+		return appendLog(ctx, tx, id, now, domain.LevelInfo, "Build cancelled")
+	})
+	if err != nil {
+		return domain.Build{}, err
+	}
+	return before, nil
+}
+
+// Finish is the outcome of a worker's upload.
+type Finish struct {
+	BuildID      string
+	WorkerID     string
+	Success      bool
+	ErrorMessage string // used when !Success; empty means "Build failed"
+	ResultPath   string // relative to the storage root; required when Success
+	ResultSize   int64
+	ResultSHA256 string
+	Now          int64
+}
+
+// FinishBuild completes or fails a running build for its current assignee,
+// counting the result once on the worker and making it idle. It returns
+// ErrNotFound, or ErrNotAssignee when the worker is not the current assignee.
+func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return s.tx(ctx, "finish build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, f.BuildID)
+		if err != nil {
+			return err
+		}
+		if !b.AssignedTo(f.WorkerID) {
+			return ErrNotAssignee
+		}
+		counter := "builds_completed"
+		if f.Success {
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'completed', completed_at = ?,
+				error_message = NULL, result_path = ?, result_size = ?, result_sha256 = ? WHERE id = ?`,
+				f.Now, f.ResultPath, f.ResultSize, f.ResultSHA256, f.BuildID)
+			if err == nil {
+				err = appendLog(ctx, tx, f.BuildID, f.Now, domain.LevelInfo, "Build completed successfully")
+			}
+		} else {
+			counter = "builds_failed"
+			msg := f.ErrorMessage
+			if msg == "" {
+				msg = "Build failed"
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', completed_at = ?,
+				error_message = ? WHERE id = ?`, f.Now, msg, f.BuildID)
+			if err == nil {
+				err = appendLog(ctx, tx, f.BuildID, f.Now, domain.LevelError, "Build failed: "+msg)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET `+counter+` = `+counter+` + 1,
+			status = 'idle', last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, f.Now, f.WorkerID)
+		return err
+	})
+}
+
+// TimeoutBuild detaches workerID from a build that has had no liveness signal
+// since before cutoff and applies domain.DecideTimeout: requeued at its place
+// or failed; the worker becomes idle either way. It returns
+// domain.TimeoutNone if the build is not running on that worker or has shown
+// liveness since.
+func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (domain.TimeoutOutcome, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	outcome := domain.TimeoutNone
+	err := s.tx(ctx, "timeout build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, buildID)
+		if err != nil {
+			return err
+		}
+		if !b.AssignedTo(workerID) || (b.LastActivityAt != nil && *b.LastActivityAt >= cutoff) {
+			return nil
+		}
+		name, err := workerName(ctx, tx, workerID)
+		if errors.Is(err, ErrWorkerNotFound) {
+			name = workerID
+		} else if err != nil {
+			return err
+		}
+		decision := domain.DecideTimeout(b.Attempts, maxAttempts)
+		outcome = decision.Outcome
+		n := decision.Attempt
+		if outcome == domain.TimeoutRequeued {
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', attempts = ?,
+				worker_id = NULL, started_at = NULL, last_activity_at = NULL, progress = NULL
+				WHERE id = ?`, n, buildID)
+			if err == nil {
+				err = appendLog(ctx, tx, buildID, now, domain.LevelWarn, fmt.Sprintf(
+					"Build timeout - worker stopped responding; requeued (attempt %d of %d)", n, maxAttempts))
+			}
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', attempts = ?,
+				worker_id = NULL, completed_at = ?, last_activity_at = NULL,
+				error_message = 'Build timeout - worker stopped responding' WHERE id = ?`, n, now, buildID)
+			if err == nil {
+				err = appendLog(ctx, tx, buildID, now, domain.LevelError, fmt.Sprintf(
+					"Build timeout - worker %s stopped responding; failed after %d of %d attempts", name, n, maxAttempts))
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return releaseWorker(ctx, tx, workerID)
+	})
+	if err != nil {
+		return domain.TimeoutNone, err
+	}
+	return outcome, nil
+}
+
+// RequeueOnUnregister returns the worker's running build, if any, to pending
+// (attempts unchanged) with a warn log, and marks the worker offline. It
+// returns the requeued build id ("" if none), or ErrWorkerNotFound.
+func (s *Store) RequeueOnUnregister(ctx context.Context, workerID string, now int64) (string, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var requeued string
+	err := s.tx(ctx, "unregister worker", func(tx *sql.Tx) error {
+		name, err := workerName(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE worker_id = ?
+			AND status IN ('assigned', 'building')`, workerID).Scan(&requeued)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if requeued != "" {
+			if err := requeue(ctx, tx, requeued, now, "Build requeued: worker "+name+" unregistered"); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'offline' WHERE id = ?`, workerID)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return requeued, nil
+}
+
+// Recover prepares the database after a start: running builds whose worker
+// row is gone go back to pending (warn log "Build requeued: worker gone at
+// restart"), the liveness of every other running build is reset to now so that
+// downtime never counts against a worker, and worker states are made to agree
+// with the builds they hold. It returns the ids of the requeued builds.
+func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var requeued []string
+	err := s.tx(ctx, "recover", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE status IN ('assigned', 'building')
+			AND (worker_id IS NULL OR worker_id NOT IN (SELECT id FROM workers)) ORDER BY submitted_at, id`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			requeued = append(requeued, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range requeued {
+			if err := requeue(ctx, tx, id, now, "Build requeued: worker gone at restart"); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = ?
+			WHERE status IN ('assigned', 'building')`, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'idle' WHERE status = 'building'
+			AND id NOT IN (SELECT worker_id FROM builds WHERE status IN ('assigned', 'building')
+			AND worker_id IS NOT NULL)`); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'building' WHERE status = 'idle'
+			AND id IN (SELECT worker_id FROM builds WHERE status IN ('assigned', 'building')
+			AND worker_id IS NOT NULL)`)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return requeued, nil
+}
+
+// requeue returns a running build to pending at its submit-order place.
+func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
+		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
+		return err
+	}
+	return appendLog(ctx, tx, id, now, domain.LevelWarn, reason)
+}
+
+// releaseWorker makes a building worker idle (an offline one stays offline).
+func releaseWorker(ctx context.Context, tx *sql.Tx, workerID string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'idle' WHERE id = ? AND status = 'building'`, workerID)
+	return err
+}
+
+func oneRow(res sql.Result, none error) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return none
+	}
+	return nil
+}
