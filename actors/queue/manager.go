@@ -203,13 +203,13 @@ func (m *Manager) Serve(ctx context.Context) error {
 		case <-m.reload:
 			s.stale = true
 		case req := <-m.inbox:
+			current = &req // from here a panic answers it, the reload's too
 			if s.stale {
 				if err := m.load(ctx, s); err != nil {
 					req.fail(fmt.Errorf("reload queue: %w", err))
 					return fmt.Errorf("reload queue: %w", err)
 				}
 			}
-			current = &req
 			req.run(s)
 			current = nil
 		}

@@ -111,7 +111,7 @@ func platformsOf(capabilities string) map[domain.Platform]bool {
 		return nil
 	}
 	var list []any
-	if json.Unmarshal(caps.Platforms, &list) != nil {
+	if json.Unmarshal(caps.Platforms, &list) != nil || list == nil { // not an array ({"platforms": null} too)
 		return nil
 	}
 	set := map[domain.Platform]bool{}
