@@ -35,7 +35,7 @@ check: lint test ## Lint, then test
 
 # Fuzz targets as package:Target; the corpora in testdata/fuzz are replayed by `make test`.
 FUZZ_TARGETS := ./httpapi:FuzzSubmitMultipart ./httpapi:FuzzJSONBodies ./httpapi:FuzzPathIDs \
-                ./httpapi/certs:FuzzParseCerts ./store/domain:FuzzParseID
+                ./httpapi/certs:FuzzParseCerts ./httpapi/certs:FuzzPasswordText ./store/domain:FuzzParseID
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)

@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -61,27 +64,69 @@ func (s *Server) touch(c echo.Context) error {
 	return nil
 }
 
-// certsSecure is GET /api/builds/:id/certs-secure (§4.4).
+// certsSecure is GET /api/builds/:id/certs-secure (§4.4). The stored zip is
+// read in place (io.ReaderAt) twice: certs.Check inflates every entry it uses
+// to check the bundle before anything is answered, then WriteJSON inflates
+// them again straight into the answer, which is byte for byte what c.JSON
+// wrote of certs.Parse's Bundle, now with a Content-Length. Neither the zip
+// nor an entry is held in memory. A failure while answering (a disk error, a
+// client gone) can only cut the answer short: it is logged, and the short
+// body (against its Content-Length) makes net/http close the connection.
 func (s *Server) certsSecure(c echo.Context) error {
 	b := callerOf(c).Build
 	if b.CertsPath == nil {
 		return fail(http.StatusNotFound, msgCertsNotFound)
 	}
-	data, err := s.files.ReadAll(*b.CertsPath, s.cfg.MaxCertsSize)
-	if errors.Is(err, files.ErrFileNotFound) || errors.Is(err, files.ErrBadPath) {
-		return fail(http.StatusNotFound, msgCertsNotFound)
-	}
+	zip, size, closeZip, err := s.openCertsZip(*b.CertsPath)
 	if err != nil {
 		return err
 	}
-	bundle, err := certs.Parse(data, s.cfg.CertsUnzipLimit)
+	defer closeZip()
+	answer, err := certs.Check(zip, size, s.cfg.CertsUnzipLimit)
 	if err != nil {
 		return err
 	}
 	if err := s.touch(c); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, bundle)
+	indent := "" // as c.JSON indents
+	if _, pretty := c.QueryParams()["pretty"]; c.Echo().Debug || pretty {
+		indent = "  "
+	}
+	res := c.Response()
+	res.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	res.Header().Set(echo.HeaderContentLength, strconv.FormatInt(answer.Len(indent), 10))
+	res.WriteHeader(http.StatusOK)
+	if _, err := answer.WriteJSON(res, indent); err != nil {
+		s.log.Warn("certs-secure answer interrupted", "build_id", b.ID, "err", err)
+	}
+	return nil
+}
+
+// openCertsZip opens a stored certs zip for reading in place: 404 Certs not
+// found when it is absent; files.ErrTooLarge (the route's 500) past
+// --max-certs-size.
+func (s *Server) openCertsZip(rel string) (io.ReaderAt, int64, func() error, error) {
+	fh, size, err := s.files.Open(rel)
+	if errors.Is(err, files.ErrFileNotFound) || errors.Is(err, files.ErrBadPath) {
+		return nil, 0, nil, fail(http.StatusNotFound, msgCertsNotFound)
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if size > s.cfg.MaxCertsSize {
+		fh.Close()
+		return nil, 0, nil, files.ErrTooLarge
+	}
+	if ra, ok := fh.(io.ReaderAt); ok { // *os.File is
+		return ra, size, fh.Close, nil
+	}
+	defer fh.Close() // another File (a test's fault layer) is read into memory
+	data, err := io.ReadAll(io.LimitReader(fh, s.cfg.MaxCertsSize))
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	return bytes.NewReader(data), int64(len(data)), func() error { return nil }, nil
 }
 
 // postLogs is POST /api/builds/:id/logs (§4.5): one line or a batch. In a

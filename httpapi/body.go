@@ -42,6 +42,10 @@ func readJSON(c echo.Context, dst any) (fields, error) {
 	if !oneJSONValue(raw) {
 		return fields{}, fail(http.StatusBadRequest, msgInvalidJSON)
 	}
+	// Invalid UTF-8 can only sit inside strings of a valid JSON text; made
+	// valid here, every text and raw JSON value a handler takes is valid
+	// UTF-8 (the store makes sure again before it stores).
+	raw = bytes.ToValidUTF8(raw, []byte("\uFFFD"))
 	return decodeStrict(raw, dst), nil
 }
 

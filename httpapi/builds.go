@@ -154,14 +154,15 @@ type logJSON struct {
 const logPageSize = 1000
 
 // getLogs is GET /api/builds/:id/logs (§2.5): the whole log, in order,
-// streamed page by page.
+// streamed page by page, so a log of any size is sent in bounded memory
+// (store.LogPageBytes).
 func (s *Server) getLogs(c echo.Context) error {
 	id, err := buildID(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	page, err := s.store.LogPage(ctx, id, 0, logPageSize)
+	page, more, err := s.store.LogPage(ctx, id, 0, logPageSize)
 	if err != nil {
 		return err
 	}
@@ -181,10 +182,10 @@ func (s *Server) getLogs(c echo.Context) error {
 				return nil // the client went away
 			}
 		}
-		if len(page) < logPageSize {
+		if !more {
 			break
 		}
-		if page, err = s.store.LogPage(ctx, id, page[len(page)-1].Seq, logPageSize); err != nil {
+		if page, more, err = s.store.LogPage(ctx, id, page[len(page)-1].Seq, logPageSize); err != nil {
 			// The status is sent: end the body early; the client sees broken JSON.
 			s.log.Error("streaming logs", "build_id", id, "err", err)
 			return nil
@@ -230,14 +231,29 @@ func (s *Server) cancel(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "cancelled"})
 }
 
-// retry is POST /api/builds/:id/retry (§2.8): a new build with copies of the
-// original's source and certs.
+// retry is POST /api/builds/:id/retry (§2.8): a new build sharing the
+// original's source and certs. A build-token holder is paced per retry chain
+// (429 Too many retries with Retry-After) and bounded per submitted build
+// (queue.ErrTooManyRetries, 429); the admin key is neither.
 func (s *Server) retry(c echo.Context) error {
 	id, err := buildID(c)
 	if err != nil {
 		return err
 	}
-	out, err := s.queue.Retry(c.Request().Context(), id)
+	cl := callerOf(c)
+	limited := cl.Kind != Admin
+	if limited {
+		// Paced per chain, not per token: each retry answers with a new
+		// token, so a per-token pace would start afresh at every link.
+		chain := id
+		if cl.Build != nil && cl.Build.RootBuildID != nil {
+			chain = *cl.Build.RootBuildID
+		}
+		if ok, wait := s.retries.allow(chain); !ok {
+			return tooMany(c, msgTooManyRetries, wait)
+		}
+	}
+	out, err := s.queue.RetryWith(c.Request().Context(), id, queue.RetryOptions{Limited: limited})
 	if err != nil {
 		return err
 	}

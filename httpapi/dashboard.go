@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"embed"
-	"encoding/json"
 	"html/template"
 	"net/http"
-	"sort"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/expo-free-agent/controller/store"
@@ -25,6 +23,7 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 }).ParseFS(webFiles, "web/*.html"))
 
 const (
+	dashboardCacheTTL   = 2 * time.Second
 	dashboardBuildLimit = 100
 	buildPageLogLines   = 2000
 )
@@ -71,10 +70,36 @@ type dashboardData struct {
 	recent, pending, running []domain.Build
 }
 
-func (s *Server) loadDashboard(ctx context.Context) (d dashboardData, err error) {
+// dashboardCache is the last dashboardData, shared by every viewer: it is
+// reused while the database has not changed (store.Version) and is younger
+// than dashboardCacheTTL, so a hundred open dashboards cost what one does.
+type dashboardCache struct {
+	mu      sync.Mutex
+	valid   bool
+	version uint64
+	at      time.Time
+	data    dashboardData
+}
+
+// dashboardData returns the shared snapshot, reading it again when the
+// database changed. Every query is bounded: the counts are kept by the
+// store, and only the first dashboardBuildLimit pending and newest builds
+// are read, so the cost does not grow with the queue or the history.
+func (s *Server) dashboardData(ctx context.Context) (dashboardData, error) {
+	c := &s.dash
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.valid && c.version == s.store.Version() && time.Since(c.at) < dashboardCacheTTL {
+		return c.data, nil
+	}
 	if err := s.queue.SaveSeen(ctx); err != nil {
 		s.log.Warn("dashboard: saving last-seen times", "err", err)
 	}
+	version := s.store.Version() // after SaveSeen's own commit
+	var (
+		d   dashboardData
+		err error
+	)
 	if d.counts, err = s.store.BuildCounts(ctx); err != nil {
 		return d, err
 	}
@@ -84,15 +109,18 @@ func (s *Server) loadDashboard(ctx context.Context) (d dashboardData, err error)
 	if d.recent, err = s.store.RecentBuilds(ctx, dashboardBuildLimit); err != nil {
 		return d, err
 	}
-	if d.pending, err = s.store.PendingBuilds(ctx); err != nil {
+	if d.pending, err = s.store.FirstPending(ctx, dashboardBuildLimit); err != nil {
 		return d, err
 	}
-	d.running, err = s.store.RunningBuilds(ctx)
-	return d, err
+	if d.running, err = s.store.RunningBuilds(ctx); err != nil {
+		return d, err
+	}
+	c.valid, c.version, c.at, c.data = true, version, time.Now(), d
+	return d, nil
 }
 
 func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
-	d, err := s.loadDashboard(c.Request().Context())
+	d, err := s.dashboardData(c.Request().Context())
 	if err != nil {
 		return nil, err
 	}
@@ -101,11 +129,8 @@ func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
 	v := &dashboardView{Generated: fmtTime(now.UnixMilli()), Pending: counts.Pending, Active: counts.Active(),
 		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
 		TotalBuilds: counts.Pending + counts.Active() + counts.Completed + counts.Failed}
-	for i, b := range d.pending {
-		if i == dashboardBuildLimit {
-			v.QueueMore = len(d.pending) - i
-			break
-		}
+	v.QueueMore = max(0, counts.Pending-len(d.pending))
+	for _, b := range d.pending {
 		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform),
 			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
 	}
@@ -182,67 +207,6 @@ func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
 		d.Size = fmtBytes(*b.ResultSize)
 	}
 	return d
-}
-
-func short(id string) string {
-	if len(id) >= 8 {
-		return id[:8]
-	}
-	return id
-}
-
-func fmtTime(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-func fmtDuration(ms int64) string {
-	if ms < 0 {
-		ms = 0
-	}
-	d := time.Duration(ms) * time.Millisecond
-	switch {
-	case d < time.Minute:
-		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
-	case d < time.Hour:
-		return strconv.Itoa(int(d.Minutes())) + "m " + strconv.Itoa(int(d.Seconds())%60) + "s"
-	default:
-		return strconv.Itoa(int(d.Hours())) + "h " + strconv.Itoa(int(d.Minutes())%60) + "m"
-	}
-}
-
-func fmtBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	f, suffix := float64(n), []string{"KiB", "MiB", "GiB", "TiB"}
-	i := -1
-	for f >= unit && i < len(suffix)-1 {
-		f /= unit
-		i++
-	}
-	return strconv.FormatFloat(f, 'f', 1, 64) + " " + suffix[i]
-}
-
-// platformsText shows capabilities.platforms, or "any".
-func platformsText(capabilities string) string {
-	var caps struct {
-		Platforms []any `json:"platforms"`
-	}
-	if json.Unmarshal([]byte(capabilities), &caps) != nil || caps.Platforms == nil {
-		return "any"
-	}
-	var out []string
-	for _, p := range caps.Platforms {
-		if s, ok := p.(string); ok {
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
-	if len(out) == 0 {
-		return "none"
-	}
-	return strings.Join(out, ", ")
 }
 
 func (s *Server) render(c echo.Context, name string, data any) error {
@@ -323,7 +287,7 @@ func (s *Server) buildPage(c echo.Context) error {
 		return err
 	}
 	// The page shows the first lines; its script fetches the rest page by page.
-	entries, err := s.store.LogPage(c.Request().Context(), b.ID, 0, buildPageLogLines)
+	entries, more, err := s.store.LogPage(c.Request().Context(), b.ID, 0, buildPageLogLines)
 	if err != nil {
 		return err
 	}
@@ -333,7 +297,7 @@ func (s *Server) buildPage(c echo.Context) error {
 	}
 	now := s.cfg.Clock.Now()
 	v := buildPageView{Build: toDashBuild(b, names, now.UnixMilli()), Logs: toPageLogs(entries),
-		Finished: b.Finished() && len(entries) < buildPageLogLines, Generated: fmtTime(now.UnixMilli())}
+		Finished: b.Finished() && !more, Generated: fmtTime(now.UnixMilli())}
 	if n := len(entries); n > 0 {
 		v.LastSeq = entries[n-1].Seq
 	}
@@ -360,7 +324,7 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 		return err
 	}
 	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
-	entries, err := s.store.LogPage(c.Request().Context(), b.ID, after, logPageSize)
+	entries, more, err := s.store.LogPage(c.Request().Context(), b.ID, after, logPageSize)
 	if err != nil {
 		return err
 	}
@@ -372,7 +336,7 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusOK, map[string]any{
 		"status": d.Status, "worker": d.Worker, "duration": d.Duration, "attempts": d.Attempts,
-		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "logs": toPageLogs(entries),
+		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "more": more, "logs": toPageLogs(entries),
 		"resultExt": b.Platform.ResultExt(),
 	})
 }

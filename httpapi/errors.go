@@ -83,6 +83,7 @@ var answers = []struct {
 	{queue.ErrFinished, answer{http.StatusConflict, msgBuildFinished}},
 	{queue.ErrNotFinished, answer{http.StatusConflict, msgBuildInProgress}},
 	{queue.ErrFilesGone, answer{http.StatusBadRequest, msgSourceGone}},
+	{queue.ErrTooManyRetries, answer{http.StatusTooManyRequests, msgTooManyRetries}},
 }
 
 // answerFor decides the answer to err on route r for caller cl.

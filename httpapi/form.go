@@ -7,6 +7,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -62,7 +63,7 @@ func (f *form) take(name string) *files.Staged {
 // stream; a begin hook's refusal; the route's 500 for a disk failure. On an
 // error nothing is kept.
 func (s *Server) readForm(c echo.Context, spec formSpec) (*form, error) {
-	mr, err := multipartReader(c, spec.limit)
+	mr, err := newMultipart(c, spec.limit)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +74,7 @@ func (s *Server) readForm(c echo.Context, spec formSpec) (*form, error) {
 		wanted[n] = true
 	}
 	for {
-		p, err := nextPart(mr)
+		p, err := mr.next()
 		if err == nil && p == nil {
 			return f, nil
 		}
@@ -152,9 +153,17 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 	return m, err
 }
 
-// multipartReader checks that the request is multipart/form-data within
-// limit and returns a streaming reader over its parts.
-func multipartReader(c echo.Context, limit int64) (*multipart.Reader, error) {
+// multipartBody reads the parts of a multipart/form-data body.
+type multipartBody struct {
+	mr     *multipart.Reader
+	budget *headerBudget
+}
+
+// newMultipart checks that the request is multipart/form-data within limit
+// and returns a streaming reader over its parts. Errors: 400 Content must be
+// multipart/form-data; 413 Request body too large (declared length, unread);
+// 400 Invalid multipart body (no boundary).
+func newMultipart(c echo.Context, limit int64) (*multipartBody, error) {
 	r := c.Request()
 	mt, params, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if err != nil || mt != "multipart/form-data" {
@@ -167,14 +176,16 @@ func multipartReader(c echo.Context, limit int64) (*multipart.Reader, error) {
 	if boundary == "" {
 		return nil, fail(http.StatusBadRequest, msgInvalidMultipart)
 	}
-	body := bufio.NewReaderSize(&cappedReader{r: r.Body, n: limit}, 64<<10)
-	return multipart.NewReader(body, boundary), nil
+	budget := &headerBudget{r: bufio.NewReaderSize(&cappedReader{r: r.Body, n: limit}, 64<<10)}
+	return &multipartBody{mr: multipart.NewReader(budget, boundary), budget: budget}, nil
 }
 
-// nextPart returns the next part, nil at the end, or the answer for a broken
-// body.
-func nextPart(mr *multipart.Reader) (*multipart.Part, error) {
-	p, err := mr.NextRawPart()
+// next returns the next part, nil at the end, or the answer for a broken
+// body. A part's headers may take at most maxPartHeader bytes.
+func (b *multipartBody) next() (*multipart.Part, error) {
+	b.budget.armed, b.budget.left = true, maxPartHeader
+	p, err := b.mr.NextRawPart()
+	b.budget.armed = false
 	if err == io.EOF {
 		return nil, nil
 	}
@@ -202,7 +213,7 @@ func readTextPart(p *multipart.Part) (string, error) {
 	if len(b) > maxTextPart {
 		return "", tooLarge(msgBodyTooLarge)
 	}
-	return string(b), nil
+	return strings.ToValidUTF8(string(b), "\uFFFD"), nil
 }
 
 // drainPart discards the rest of a part (an unknown or repeated one).

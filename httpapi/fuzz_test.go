@@ -26,7 +26,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -143,11 +146,11 @@ func (s *fakeStore) AppendLogs(_ context.Context, buildID, workerID string, line
 	return len(lines), nil
 }
 
-func (s *fakeStore) LogPage(_ context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, error) {
+func (s *fakeStore) LogPage(_ context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, bool, error) {
 	if buildID != fuzzBuildID {
-		return nil, store.ErrNotFound
+		return nil, false, store.ErrNotFound
 	}
-	return []domain.LogEntry{}, nil
+	return []domain.LogEntry{}, false, nil
 }
 
 func (s *fakeStore) TouchBuild(_ context.Context, buildID, workerID string, _ int64) error {
@@ -221,6 +224,15 @@ func (f fastFS) CreateTemp(dir, pattern string) (files.TempFile, error) {
 
 func (fastFS) SyncDir(string) error { return nil }
 
+// fastClock moves a minute at every reading, so that no rate limit (keyless
+// telemetry's per-build pace) carries over from one fuzz execution to the
+// next: each input is judged on its own.
+type fastClock struct{ n atomic.Int64 }
+
+func (c *fastClock) Now() time.Time {
+	return time.Unix(1_700_000_000, 0).Add(time.Duration(c.n.Add(1)) * time.Minute)
+}
+
 // fuzzEnv is one server under fuzz with its fakes.
 type fuzzEnv struct {
 	h    http.Handler
@@ -243,7 +255,7 @@ func newFuzzEnv(tb testing.TB, withFiles bool) *fuzzEnv {
 		fs = st
 	}
 	cfg := httpapi.Config{Addr: "127.0.0.1:0", APIKey: fuzzKey, MaxSourceSize: fuzzMaxSource,
-		MaxCertsSize: fuzzMaxCerts, MaxResultSize: 128}
+		MaxCertsSize: fuzzMaxCerts, MaxResultSize: 128, Clock: &fastClock{}}
 	env.h = httpapi.New(cfg, env.q, env.st, fs, log).Handler()
 	return env
 }
@@ -567,6 +579,10 @@ func FuzzJSONBodies(f *testing.F) {
 		`{"progress":50}`, `{"progress":101}`, `{"progress":-1}`, `{"progress":"50"}`, `{"progress":null}`, `{"progress":1e999}`,
 		`{"worker_id":"` + fuzzWorkerID + `"}`, `{"worker_id":"` + strings.ToUpper(fuzzOtherID) + `"}`, `{"worker_id":7}`,
 		`{"level":"info","message":"` + strings.Repeat("x", 2000) + `"}`,
+		// Raw invalid UTF-8 inside strings (valid JSON otherwise).
+		"{\"name\":\"mac\xff\",\"capabilities\":{\"os\":\"\xc0\xaf\"}}",
+		"{\"worker_id\":\"" + fuzzWorkerID + "\",\"status\":\"healthy\",\"duration_ms\":1,\"checks\":[{\"n\":\"\xed\xa0\x80\"}]}",
+		"{\"level\":\"info\",\"message\":\"bad \xff\"}",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -602,6 +618,9 @@ func checkStored(t *testing.T, name string, env *fuzzEnv) {
 		if l.Level != domain.LevelInfo && l.Level != domain.LevelWarn && l.Level != domain.LevelError {
 			t.Fatalf("%s: stored log level %q", name, l.Level)
 		}
+		if !utf8.ValidString(l.Message) {
+			t.Fatalf("%s: stored log message is not UTF-8: %q", name, l.Message)
+		}
 	}
 	for _, l := range env.st.telemetry {
 		if l.Level != domain.LevelInfo || !strings.HasPrefix(l.Message, "[VM] ") {
@@ -629,6 +648,9 @@ func checkStored(t *testing.T, name string, env *fuzzEnv) {
 		if r.Name == "" {
 			t.Fatalf("%s: registered without a name", name)
 		}
+		if !utf8.ValidString(r.Name) || !utf8.ValidString(r.Capabilities) {
+			t.Fatalf("%s: registered text is not UTF-8: %q %q", name, r.Name, r.Capabilities)
+		}
 	}
 	for _, d := range env.st.diagnostics {
 		var checks any
@@ -637,6 +659,9 @@ func checkStored(t *testing.T, name string, env *fuzzEnv) {
 		}
 		if _, ok := checks.([]any); !ok {
 			t.Fatalf("%s: stored checks are not an array: %q", name, d.Checks)
+		}
+		if !utf8.ValidString(d.Checks) {
+			t.Fatalf("%s: stored checks are not UTF-8: %q", name, d.Checks)
 		}
 	}
 }

@@ -44,6 +44,7 @@ const (
 	msgBuildFinished     = "Build already finished"
 	msgBuildInProgress   = "Build is still in progress"
 	msgSourceGone        = "Original build source no longer available. Please submit a new build."
+	msgTooManyRetries    = "Too many retries"
 
 	// Workers (§4).
 	msgNameAndCapabilities = "Name and capabilities required"
@@ -58,6 +59,7 @@ const (
 	msgDiagnosticStatus    = "Invalid status. Must be: healthy, warning, or critical"
 	msgChecksNotArray      = "checks must be an array"
 	msgNoDiagnostics       = "No diagnostic reports found"
+	msgTooManyRequests     = "Too many requests"
 
 	// Health (§3.1); these go in {"status": "error", "error": ...}.
 	msgDatabaseUnavailable = "Database unavailable"

@@ -9,19 +9,23 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// health is GET /health (§3.1): the real queue from the database, 503 when the
-// database does not answer within 2 s or the storage root is not writable.
+// health is GET /health (§3.1): the real queue from the database; 503
+// Database unavailable when the database cannot be written (its file deleted
+// or replaced, read-only, on a full volume, failing writes, or not answering
+// within 2 s) and 503 Storage not writable when the storage root refuses a
+// new file. The database's write probe (a commit and an fsync) runs at most
+// once per second whatever the rate of requests; the other checks run on
+// every request.
 func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), healthTimeout)
 	defer cancel()
+	if msg := s.healthFailure(ctx); msg != "" {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": msg})
+	}
 	counts, err := s.store.BuildCounts(ctx)
 	if err != nil {
 		s.log.Error("health: database unavailable", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": "Database unavailable"})
-	}
-	if err := s.files.CheckWritable(); err != nil {
-		s.log.Error("health: storage not writable", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": "Storage not writable"})
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": msgDatabaseUnavailable})
 	}
 	active := counts.Active()
 	return c.JSON(http.StatusOK, map[string]any{
@@ -29,6 +33,42 @@ func (s *Server) health(c echo.Context) error {
 		"queue":   map[string]int{"pending": counts.Pending, "active": active, "total": counts.Pending + active},
 		"storage": map[string]bool{"exists": true},
 	})
+}
+
+// healthFailure returns the 503 message of /health, or "".
+func (s *Server) healthFailure(ctx context.Context) string {
+	if err := s.store.CheckFiles(); err != nil {
+		s.log.Error("health: database unavailable", "err", err)
+		return msgDatabaseUnavailable
+	}
+	if err := s.probes.writeDB(ctx, s.store); err != nil {
+		s.log.Error("health: database unavailable", "err", err)
+		return msgDatabaseUnavailable
+	}
+	if err := s.files.CheckWritable(); err != nil {
+		s.log.Error("health: storage not writable", "err", err)
+		return msgStorageNotWritable
+	}
+	return ""
+}
+
+// healthProbes rate-limits the database write probe of /health.
+type healthProbes struct {
+	mu      sync.Mutex
+	err     error // the last outcome
+	expires time.Time
+}
+
+// writeDB returns the outcome of a write probe no older than healthProbeTTL.
+func (h *healthProbes) writeDB(ctx context.Context, st Store) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Now().Before(h.expires) {
+		return h.err
+	}
+	h.err = st.ProbeWrite(ctx)
+	h.expires = time.Now().Add(healthProbeTTL)
+	return h.err
 }
 
 // statsJSON is the public statistics answer (§3.2).

@@ -114,7 +114,7 @@ func (s *Server) echo() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort, e.Debug = true, true, false
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.logRequests, refuseOptions)
+	e.Use(s.logRequests, s.guardBody, refuseOptions)
 	for _, r := range s.table {
 		r := r
 		withRoute := func(next echo.HandlerFunc) echo.HandlerFunc {

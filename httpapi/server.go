@@ -30,7 +30,7 @@ import (
 // Queue is what the HTTP layer asks of the queue manager.
 type Queue interface {
 	Submit(ctx context.Context, sub queue.Submission) (queue.Submitted, error)
-	Retry(ctx context.Context, originalID string) (queue.Submitted, error)
+	RetryWith(ctx context.Context, originalID string, opts queue.RetryOptions) (queue.Submitted, error)
 	Poll(ctx context.Context, workerID string) (*queue.Job, error)
 	Seen(ctx context.Context, workerID string) error
 	Register(ctx context.Context, reg store.Registration) (domain.Worker, bool, error)
@@ -44,14 +44,17 @@ type Queue interface {
 // Store is what the HTTP layer reads and writes directly (worker-scoped writes
 // are conditional on the assignee inside the store's transaction).
 type Store interface {
+	CheckFiles() error
+	ProbeWrite(ctx context.Context) error
 	GetBuild(ctx context.Context, id string) (domain.Build, error)
 	ListBuilds(ctx context.Context) ([]domain.Build, error)
 	RecentBuilds(ctx context.Context, limit int) ([]domain.Build, error)
 	RunningBuilds(ctx context.Context) ([]domain.Build, error)
-	PendingBuilds(ctx context.Context) ([]domain.Build, error)
+	FirstPending(ctx context.Context, limit int) ([]domain.Build, error)
+	Version() uint64
 	BuildCounts(ctx context.Context) (store.Counts, error)
 	Stats(ctx context.Context, onlineSince, dayStart int64) (store.Stats, error)
-	LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, error)
+	LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, bool, error)
 	AppendLogs(ctx context.Context, buildID, workerID string, lines []store.LogInput, now int64) (int, error)
 	TouchBuild(ctx context.Context, buildID, workerID string, now int64) error
 	Heartbeat(ctx context.Context, buildID, workerID string, progress *float64, now int64) error
@@ -66,26 +69,40 @@ type Store interface {
 type Files interface {
 	Stage(kind files.Kind, r io.Reader, limit int64, progress func(int64)) (*files.Staged, error)
 	Open(rel string) (files.File, int64, error)
-	ReadAll(rel string, limit int64) ([]byte, error)
 	CheckWritable() error
 }
 
 // The HTTP layer's defaults: the limits of §6.2, the base image of §4.1, and
 // the timings of §5.4.
 const (
-	DefaultMaxSourceSize = 500 << 20
-	DefaultMaxCertsSize  = 50 << 20
-	DefaultMaxResultSize = 1 << 30
-	DefaultBaseImageID   = "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"
-	DefaultDrainTimeout  = 30 * time.Second // graceful shutdown
-	DefaultHeaderTimeout = 10 * time.Second // reading request headers
+	DefaultMaxSourceSize   = 500 << 20
+	DefaultMaxCertsSize    = 50 << 20
+	DefaultMaxResultSize   = 1 << 30
+	DefaultBaseImageID     = "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"
+	DefaultDrainTimeout    = 30 * time.Second // graceful shutdown
+	DefaultHeaderTimeout   = 10 * time.Second // reading request headers
+	DefaultBodyReadTimeout = 30 * time.Second // a request body that sends nothing for this long is cut off
+	descriptorReserve      = 256              // descriptors kept free of connections (database, files, logs)
+	minConnections         = 64
 
-	maxJSONBody          = 1 << 20
-	maxTextPart          = 64 << 10
+	maxJSONBody   = 1 << 20
+	maxTextPart   = 64 << 10
+	maxPartHeader = 8 << 10 // the headers of one multipart part
+
+	// Keyless telemetry (§4.7): per build, 50 at once, then 5 per second.
+	keylessTelemetryInterval = 200 * time.Millisecond
+	keylessTelemetryBurst    = 50
+	rateLimitKeys            = 10000 // builds or chains a limiter remembers
+
+	// Retries by a build-token holder (§2.8): per retry chain, 3 at once,
+	// then one per 10 s.
+	retryEvery           = 10 * time.Second
+	retryBurst           = 3
 	idleTimeout          = 120 * time.Second
 	statsCacheTTL        = 10 * time.Second
 	onlineWindow         = 120 * time.Second
 	healthTimeout        = 2 * time.Second
+	healthProbeTTL       = time.Second
 	livenessDuringUpload = 10 * time.Second
 )
 
@@ -100,8 +117,12 @@ type Config struct {
 	CertsUnzipLimit int64
 	DrainTimeout    time.Duration
 	HeaderTimeout   time.Duration
-	MetricsPublic   bool // serve /metrics without the API key
-	Clock           clock.Clock
+	BodyReadTimeout time.Duration
+	// MaxConns bounds the open connections (default: the descriptor limit
+	// less a reserve for the database and files, at least 64).
+	MaxConns      int
+	MetricsPublic bool // serve /metrics without the API key
+	Clock         clock.Clock
 }
 
 // Server is the HTTP server as a suture service.
@@ -116,7 +137,12 @@ type Server struct {
 	keySum [sha256.Size]byte
 
 	stats   statsCache
-	metrics *metrics
+	retries *rateLimiter // the pace of build-token retries, per retry chain
+	probes  healthProbes
+	dash    dashboardCache
+	// keylessTelemetry bounds what keyless telemetry may write per build.
+	keylessTelemetry *rateLimiter
+	metrics          *metrics
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -135,6 +161,10 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	orDefault(&cfg.CertsUnzipLimit, certs.DefaultUnzipLimit)
 	orDefault(&cfg.DrainTimeout, DefaultDrainTimeout)
 	orDefault(&cfg.HeaderTimeout, DefaultHeaderTimeout)
+	orDefault(&cfg.BodyReadTimeout, DefaultBodyReadTimeout)
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = max(minConnections, descriptorLimit()-descriptorReserve)
+	}
 	if cfg.BaseImageID == "" {
 		cfg.BaseImageID = DefaultBaseImageID
 	}
@@ -143,7 +173,9 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	}
 	s := &Server{cfg: cfg, queue: q, store: st, files: fs, log: log,
 		keySum: sha256.Sum256([]byte(cfg.APIKey)), ready: make(chan struct{}), started: make(chan error, 1)}
+	s.retries = newRateLimiter(retryEvery, retryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.metrics = newMetrics(st, q)
+	s.keylessTelemetry = newRateLimiter(keylessTelemetryInterval, keylessTelemetryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.table = s.routes()
 	s.e = s.echo()
 	return s
@@ -161,6 +193,11 @@ func (s *Server) Handler() http.Handler { return s.e }
 
 // String names the service in supervisor logs.
 func (s *Server) String() string { return "http-server" }
+
+// MaxConns is how many connections the server holds at once (docs/API.md
+// §6.2): the descriptor limit, which Go raises to the hard limit at start,
+// less a reserve for the database and files.
+func (s *Server) MaxConns() int { return s.cfg.MaxConns }
 
 // Ready is closed once the server listens; Addr is then set.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
@@ -190,11 +227,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		addr = s.addr.String() // a restart keeps the port it had
 	}
 	s.mu.Unlock()
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		s.once.Do(func() { s.started <- err })
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	ln := newLimitListener(tcp, s.cfg.MaxConns)
 	srv := &http.Server{
 		Handler:           s.e,
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,

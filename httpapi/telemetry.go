@@ -26,12 +26,17 @@ type telemetryRequest struct {
 // and every identity failure is 401 Missing X-API-Key header (the access
 // rule telemetryCaller).
 func (s *Server) telemetry(c echo.Context) error {
+	cl := callerOf(c)
+	if cl.Keyless { // anyone who can read a build's status can name its assignee
+		if ok, wait := s.keylessTelemetry.allow(cl.BuildID); !ok {
+			return tooMany(c, msgTooManyRequests, wait)
+		}
+	}
 	var req telemetryRequest
 	got, err := readJSON(c, &req)
 	if err != nil {
 		return err
 	}
-	cl := callerOf(c)
 	line, snap, err := parseTelemetry(req, got, cl.BuildID, cl.WorkerID)
 	if err != nil {
 		return err

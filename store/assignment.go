@@ -120,7 +120,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 			}
 		} else {
 			counter = "builds_failed"
-			msg := f.ErrorMessage
+			msg := domain.Clip(f.ErrorMessage, domain.MaxErrorMessage)
 			if msg == "" {
 				msg = "Build failed"
 			}

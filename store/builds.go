@@ -11,7 +11,7 @@ import (
 
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
 	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
-	result_path, result_size, result_sha256, token_hash, original_build_id`
+	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -19,19 +19,20 @@ func scanBuild(r scanner) (domain.Build, error) {
 	var (
 		b                                              domain.Build
 		workerID, errMsg, certs, result, sha, original sql.NullString
+		root                                           sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
 		progress                                       sql.NullFloat64
 	)
 	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
-		&result, &resultSize, &sha, &b.TokenHash, &original)
+		&result, &resultSize, &sha, &b.TokenHash, &original, &root)
 	if err != nil {
 		return domain.Build{}, err
 	}
 	b.WorkerID, b.ErrorMessage, b.CertsPath = ptrString(workerID), ptrString(errMsg), ptrString(certs)
 	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
 	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
-	b.ResultSize = ptrInt(resultSize)
+	b.ResultSize, b.RootBuildID = ptrInt(resultSize), ptrString(root)
 	if progress.Valid {
 		p := progress.Float64
 		b.Progress = &p
@@ -75,32 +76,62 @@ type NewBuild struct {
 	CertsPath       *string
 	TokenHash       []byte
 	OriginalBuildID *string // set for a retry
+	// RootBuildID is the first build of a retry's chain: the original's
+	// root, or the original itself when it has none. Nil for a submitted
+	// build; for a retry, nil means "derive it from the original".
+	RootBuildID *string
+	// MaxChain, when positive, bounds a retry's chain: if the chain's root
+	// already has MaxChain retries, CreateBuild refuses with ErrRetryLimit.
+	// The count and the insert are one transaction, so concurrent retries
+	// cannot overshoot. Zero: no bound (the admin).
+	MaxChain int
 }
 
 // CreateBuild inserts a pending build with zero attempts and logs its
 // submission; for a retry it also logs "Retried as build <id>" on the
-// original. It returns ErrNotFound if the original does not exist.
+// original. It returns ErrNotFound if the original does not exist, and
+// ErrRetryLimit if the retry's chain already holds nb.MaxChain retries.
 func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "create build", func(tx *sql.Tx) error {
 		msg := "Build submitted"
+		root := nb.RootBuildID
 		if nb.OriginalBuildID != nil {
-			if _, err := getBuild(ctx, tx, *nb.OriginalBuildID); err != nil {
+			orig, err := getBuild(ctx, tx, *nb.OriginalBuildID)
+			if err != nil {
 				return err
+			}
+			if root == nil {
+				root = orig.RootBuildID
+				if root == nil {
+					root = &orig.ID
+				}
 			}
 			msg = fmt.Sprintf("Build submitted (retry of %s)", *nb.OriginalBuildID)
 		}
-		var certs, original sql.NullString
+		if root != nil && nb.MaxChain > 0 {
+			n, err := countRetries(ctx, tx, *root)
+			if err != nil {
+				return err
+			}
+			if n >= nb.MaxChain {
+				return ErrRetryLimit
+			}
+		}
+		var certs, original, rootID sql.NullString
 		if nb.CertsPath != nil {
 			certs = sql.NullString{String: *nb.CertsPath, Valid: true}
 		}
 		if nb.OriginalBuildID != nil {
 			original = sql.NullString{String: *nb.OriginalBuildID, Valid: true}
 		}
+		if root != nil {
+			rootID = sql.NullString{String: *root, Valid: true}
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO builds (id, platform, status, submitted_at, source_path,
-			certs_path, token_hash, original_build_id) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`,
-			nb.ID, nb.Platform, nb.SubmittedAt, nb.SourcePath, certs, nb.TokenHash, original)
+			certs_path, token_hash, original_build_id, root_build_id) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
+			nb.ID, nb.Platform, nb.SubmittedAt, nb.SourcePath, certs, nb.TokenHash, original, rootID)
 		if err != nil {
 			return err
 		}
@@ -113,6 +144,27 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 		}
 		return nil
 	})
+}
+
+// CountRetries returns how many retries the chain of the submitted build
+// rootID holds (the builds whose root it is; rootID itself is not counted).
+// It is one lookup of the root index.
+func (s *Store) CountRetries(ctx context.Context, rootID string) (int, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	n, err := countRetries(ctx, s.read, rootID)
+	if err != nil {
+		return 0, wrapCtx(ctx, "count retries", err)
+	}
+	return n, nil
+}
+
+func countRetries(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, rootID string) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE root_build_id = ?`, rootID).Scan(&n)
+	return n, err
 }
 
 // GetBuild returns one build, or ErrNotFound.
@@ -144,6 +196,13 @@ func (s *Store) PendingBuilds(ctx context.Context) ([]domain.Build, error) {
 		`SELECT `+buildColumns+` FROM builds WHERE status = 'pending' ORDER BY submitted_at, id`)
 }
 
+// FirstPending returns the first limit pending builds in queue order: what
+// the dashboard shows, at a cost that does not grow with the queue.
+func (s *Store) FirstPending(ctx context.Context, limit int) ([]domain.Build, error) {
+	return s.listBuilds(ctx, "first pending",
+		`SELECT `+buildColumns+` FROM builds WHERE status = 'pending' ORDER BY submitted_at, id LIMIT ?`, limit)
+}
+
 // RunningBuilds returns the assigned and building builds, oldest assignment first.
 func (s *Store) RunningBuilds(ctx context.Context) ([]domain.Build, error) {
 	return s.listBuilds(ctx, "running builds",
@@ -167,4 +226,18 @@ func (s *Store) listBuilds(ctx context.Context, op, query string, args ...any) (
 		return nil, wrapCtx(ctx, op, err)
 	}
 	return out, nil
+}
+
+// FileReferenced reports whether build buildID refers to the stored file rel
+// (its source, certs or result). It returns false for an unknown build.
+func (s *Store) FileReferenced(ctx context.Context, buildID, rel string) (bool, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var n int
+	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE id = ?
+		AND (source_path = ? OR certs_path = ? OR result_path = ?)`, buildID, rel, rel, rel).Scan(&n)
+	if err != nil {
+		return false, wrapCtx(ctx, "file referenced", err)
+	}
+	return n > 0, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -12,6 +13,7 @@ import (
 func (s *Store) AddDiagnostic(ctx context.Context, d domain.Diagnostic) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
+	d.Checks = strings.ToValidUTF8(d.Checks, "\uFFFD") // stored JSON is sent back: it must stay valid
 	return s.tx(ctx, "add diagnostic", func(tx *sql.Tx) error {
 		if _, err := workerName(ctx, tx, d.WorkerID); err != nil {
 			return err

@@ -17,12 +17,13 @@ type LogInput struct {
 func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level domain.LogLevel, message string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
 		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM build_logs WHERE build_id = ?`,
-		buildID, now, level, message, buildID)
+		buildID, now, level, domain.Clip(message, domain.MaxLogMessage), buildID)
 	return err
 }
 
 // AppendLogs appends lines to a build's log, in order, each with the next
-// sequence number and the time now. When workerID is not empty the lines come
+// sequence number and the time now; a line longer than domain.MaxLogMessage
+// is clipped (domain.Clip). When workerID is not empty the lines come
 // from a worker: it must be the current assignee (else ErrNotAssignee and
 // nothing is written), and the build's liveness is refreshed (assigned becomes
 // building). It returns the number stored, or ErrNotFound.
@@ -53,7 +54,7 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 		defer stmt.Close()
 		for _, l := range lines {
 			seq++
-			if _, err := stmt.ExecContext(ctx, buildID, seq, now, l.Level, l.Message); err != nil {
+			if _, err := stmt.ExecContext(ctx, buildID, seq, now, l.Level, domain.Clip(l.Message, domain.MaxLogMessage)); err != nil {
 				return err
 			}
 		}
@@ -65,45 +66,70 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 	return len(lines), nil
 }
 
-// Logs returns a build's whole log in insertion order, or ErrNotFound.
+// LogPageBytes bounds the message bytes one page of a log holds in memory: a
+// page ends after the entry that reaches it, so any read of a log of any
+// size holds at most this plus one line (domain.MaxLogMessage).
+const LogPageBytes = 1 << 20
+
+// Logs returns a build's whole log in insertion order, or ErrNotFound. It
+// holds the whole log in memory: for tests and tools, never for a request.
 func (s *Store) Logs(ctx context.Context, buildID string) ([]domain.LogEntry, error) {
 	return s.LogsAfter(ctx, buildID, 0)
 }
 
 // LogsAfter returns the build's log entries with a sequence number above
-// after, in order, or ErrNotFound.
+// after, in order, or ErrNotFound. Like Logs, it is not bounded.
 func (s *Store) LogsAfter(ctx context.Context, buildID string, after int64) ([]domain.LogEntry, error) {
-	return s.LogPage(ctx, buildID, after, -1)
+	out, _, err := s.logPage(ctx, buildID, after, -1, -1)
+	return out, err
 }
 
-// LogPage returns at most limit (-1: no limit) of the build's log entries
-// with a sequence number above after, in order, or ErrNotFound. Paging by
-// sequence number is consistent because the log is append-only.
-func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, error) {
+// LogPage returns up to limit of the build's log entries with a sequence
+// number above after, in order, ending early once their messages reach
+// LogPageBytes; more reports whether entries remain after the page. Paging
+// by sequence number is consistent because the log is append-only. It
+// returns ErrNotFound.
+func (s *Store) LogPage(ctx context.Context, buildID string, after int64, limit int) (entries []domain.LogEntry, more bool, err error) {
+	return s.logPage(ctx, buildID, after, limit, LogPageBytes)
+}
+
+// logPage is LogPage with a byte budget (-1: none); limit -1 is no limit.
+func (s *Store) logPage(ctx context.Context, buildID string, after int64, limit, budget int) ([]domain.LogEntry, bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	out := []domain.LogEntry{}
+	more := false
 	err := s.readTx(ctx, "logs", func(tx *sql.Tx) error {
 		if _, err := getBuild(ctx, tx, buildID); err != nil {
 			return err
 		}
+		fetch := limit
+		if fetch >= 0 {
+			fetch++ // one more tells whether the page is the last
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT seq, timestamp, level, message FROM build_logs
-			WHERE build_id = ? AND seq > ? ORDER BY seq LIMIT ?`, buildID, after, limit)
+			WHERE build_id = ? AND seq > ? ORDER BY seq LIMIT ?`, buildID, after, fetch)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
+		size := 0
 		for rows.Next() {
+			if (limit >= 0 && len(out) == limit) || (budget >= 0 && size >= budget) {
+				more = true
+				break
+			}
 			var e domain.LogEntry
 			if err := rows.Scan(&e.Seq, &e.Timestamp, &e.Level, &e.Message); err != nil {
 				return err
 			}
+			size += len(e.Message)
 			out = append(out, e)
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, nil
+	return out, more, nil
 }

@@ -27,7 +27,8 @@ func (s *Store) BuildCounts(ctx context.Context) (Counts, error) {
 }
 
 func buildCounts(ctx context.Context, tx *sql.Tx, c *Counts) error {
-	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*) FROM builds GROUP BY status`)
+	// Kept by triggers (migration 0003_bounded_reads): five rows, whatever the history.
+	rows, err := tx.QueryContext(ctx, `SELECT status, n FROM build_counts`)
 	if err != nil {
 		return err
 	}

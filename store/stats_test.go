@@ -42,6 +42,46 @@ func TestBuildCounts(t *testing.T) {
 		require.Equal(t, store.Counts{Pending: 2, Assigned: 1, Building: 1, Completed: 1, Failed: 2}, c)
 		require.Equal(t, 2, c.Active())
 	})
+
+	// The counts are kept by triggers (migration 0003_bounded_reads): after every kind of
+	// transition they equal a count of the rows.
+	t.Run("KeptByTriggers", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		check := func(step string) {
+			c, err := d.s.BuildCounts(t.Context())
+			require.NoError(t, err)
+			for status, n := range map[string]int{"pending": c.Pending, "assigned": c.Assigned, "building": c.Building,
+				"completed": c.Completed, "failed": c.Failed} {
+				require.Equal(t, d.count(t, `SELECT COUNT(*) FROM builds WHERE status = ?`, status), n, "%s: %s", step, status)
+			}
+		}
+		d.build(t, t0)
+		check("submit")
+		b, w := d.running(t, "w1", t0)
+		check("assign")
+		require.NoError(t, d.s.TouchBuild(t.Context(), b, w, t0+1010))
+		check("touch")
+		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+2000, t0+2000, 3)
+		require.NoError(t, err)
+		require.Equal(t, domain.TimeoutRequeued, out)
+		check("timeout requeue")
+		b2, w2 := d.running(t, "w2", t0)
+		_, err = d.s.RequeueOnUnregister(t.Context(), w2, t0+300)
+		require.NoError(t, err)
+		check("unregister")
+		_, err = d.s.CancelBuild(t.Context(), b2, t0+400)
+		require.NoError(t, err)
+		check("cancel")
+		b3, w3 := d.running(t, "w3", t0)
+		d.exec(t, `DELETE FROM workers WHERE id = ?`, w3)
+		_, err = d.s.Recover(t.Context(), t0+500)
+		require.NoError(t, err)
+		check("recover")
+		d.exec(t, `DELETE FROM build_logs WHERE build_id = ?`, b3)
+		d.exec(t, `DELETE FROM builds WHERE id = ?`, b3)
+		check("delete")
+	})
 }
 
 func TestStats(t *testing.T) {

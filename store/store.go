@@ -2,7 +2,7 @@
 // migrations), the record types, and every SQL statement. One public method is
 // one transaction, every call runs under a deadline, and driver errors never
 // leave the package: callers see ErrNotFound, ErrWorkerNotFound, ErrConflict,
-// ErrNotAssignee, ErrTimeout or ErrInternal.
+// ErrNotAssignee, ErrRetryLimit, ErrTimeout or ErrInternal.
 package store
 
 import (
@@ -39,6 +39,9 @@ var (
 	ErrConflict = errors.New("store: conflicting state")
 	// ErrNotAssignee means the worker is not the build's current assignee.
 	ErrNotAssignee = errors.New("store: worker is not the current assignee")
+	// ErrRetryLimit means a retry's chain already holds NewBuild.MaxChain
+	// retries; nothing was written.
+	ErrRetryLimit = errors.New("store: retry limit reached")
 	// ErrTimeout means the operation did not finish within its deadline or
 	// its context was cancelled. (SQLite's busy wait for a lock held by
 	// another process — a backup, the sqlite3 shell — is bounded by the busy
@@ -60,6 +63,7 @@ type Store struct {
 	durable   *fsync.Group  // makes commits durable (group commit of the WAL fsync)
 	committed atomic.Uint64 // commits so far
 	synced    atomic.Uint64 // every commit up to this one is durable
+	guard     *fileGuard    // nil until the file exists
 }
 
 // Option configures Open.
@@ -122,6 +126,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("%w: the database must be in WAL mode (it is %q); is it on a local file system?",
 			ErrInternal, mode)
+	}
+	if s.guard, err = newFileGuard(path); err != nil {
+		w.Close()
+		return nil, wrap("open", err)
 	}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
@@ -209,8 +217,21 @@ func (s *Store) Migrations(ctx context.Context) ([]string, error) {
 	return out, wrap("migrations", rows.Err())
 }
 
+// opContext bounds an operation by the store's deadline. When the database
+// files cannot be used safely (fileGuard), the context comes back already
+// cancelled with that cause, so the operation fails before SQLite touches
+// the files.
 func (s *Store) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	if s.guard == nil {
+		return ctx, cancel
+	}
+	if err := s.guard.usable(); err != nil {
+		refused, refuse := context.WithCancelCause(ctx)
+		refuse(err)
+		return refused, cancel
+	}
+	return ctx, cancel
 }
 
 // tx runs fn in one write transaction. A typed store error returned by fn is
@@ -226,6 +247,11 @@ func (s *Store) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error
 			return err
 		}
 		return wrapCtx(ctx, op, err)
+	}
+	if s.guard != nil {
+		if err := s.guard.same(); err != nil { // a commit into a deleted file would be lost
+			return fmt.Errorf("%w: %s: %v", ErrInternal, op, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return wrapCtx(ctx, op, err)
@@ -272,6 +298,10 @@ func (s *Store) Sync() error {
 	}
 }
 
+// Version counts the write transactions committed so far: while it stays the
+// same, nothing in the database changed, so a reader may reuse what it read.
+func (s *Store) Version() uint64 { return s.committed.Load() }
+
 // SyncStats reports how many commits waited for durability and how many WAL
 // fsyncs served them.
 func (s *Store) SyncStats() (commits, fsyncs int64) { return s.durable.Stats() }
@@ -293,7 +323,7 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 }
 
 func isTyped(err error) bool {
-	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrTimeout, ErrInternal} {
+	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrTimeout, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
 		}
@@ -305,6 +335,9 @@ func isTyped(err error) bool {
 func wrapCtx(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errFilesUnusable) {
+		return fmt.Errorf("%w: %s: %v", ErrInternal, op, cause)
 	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sqlite3.ErrInterrupt) {
 		return fmt.Errorf("%w: %s: %v", ErrTimeout, op, err)

@@ -192,7 +192,7 @@ func TestOpen(t *testing.T) {
 		require.NoError(t, err)
 		first, err := s.Migrations(t.Context())
 		require.NoError(t, err)
-		require.Equal(t, []string{"0001_init.sql"}, first)
+		require.Equal(t, []string{"0001_init.sql", "0002_retry_root.sql", "0003_bounded_reads.sql"}, first)
 
 		b := uuid.NewString()
 		require.NoError(t, s.CreateBuild(t.Context(), store.NewBuild{
@@ -206,7 +206,7 @@ func TestOpen(t *testing.T) {
 		defer raw.Close()
 		var appliedAt int64
 		require.NoError(t, raw.QueryRowContext(t.Context(),
-			`SELECT applied_at FROM schema_migrations WHERE name = '0001_init.sql'`).Scan(&appliedAt))
+			`SELECT MAX(applied_at) FROM schema_migrations`).Scan(&appliedAt))
 
 		for range 2 {
 			s, err = store.Open(t.Context(), path)
@@ -224,7 +224,7 @@ func TestOpen(t *testing.T) {
 		var appliedAgain int64
 		require.NoError(t, raw.QueryRowContext(t.Context(),
 			`SELECT COUNT(*), MAX(applied_at) FROM schema_migrations`).Scan(&n, &appliedAgain))
-		require.Equal(t, 1, n)
+		require.Equal(t, len(first), n)
 		require.Equal(t, appliedAt, appliedAgain, "a reopen does not re-apply a migration")
 	})
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/google/uuid"
@@ -46,6 +47,8 @@ func (s *Store) RegisterWorker(ctx context.Context, r Registration) (domain.Work
 		w       domain.Worker
 		created bool
 	)
+	r.Name = domain.Clip(r.Name, domain.MaxWorkerName)
+	r.Capabilities = strings.ToValidUTF8(r.Capabilities, "\uFFFD")
 	err := s.tx(ctx, "register worker", func(tx *sql.Tx) error {
 		if r.ID != "" {
 			res, err := tx.ExecContext(ctx, `UPDATE workers SET name = ?, capabilities = ?,

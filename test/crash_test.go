@@ -61,6 +61,7 @@ func TestCrashKeepsEveryAnsweredSubmit(t *testing.T) {
 		// Everything answered before the last kill is here.
 		verifyAcked(t, cl, all, cycle == 0)
 		requireNoTemps(t, dir)
+		requireNoOrphans(t, cl, dir)
 
 		ctx, stop := context.WithCancel(context.Background())
 		var (
@@ -113,6 +114,7 @@ func TestCrashKeepsEveryAnsweredSubmit(t *testing.T) {
 	defer cl.Stop()
 	verifyAcked(t, cl, all, true)
 	requireNoTemps(t, dir)
+	requireNoOrphans(t, cl, dir)
 	want := map[string]bool{}
 	for _, a := range all {
 		want[a.id] = true
@@ -197,6 +199,27 @@ func requireNoTemps(t *testing.T, dir string) {
 		}
 		return true
 	}, "temporary files of the killed process removed")
+}
+
+// requireNoOrphans waits (bounded) until the start-up pass removed every
+// source a killed process named but never committed a build for: then the
+// storage root holds exactly the sources of the builds the controller lists.
+func requireNoOrphans(t *testing.T, cl *Controller, dir string) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, it := range cl.Get("/api/builds", cl.KeyH()).JSON(t).([]any) {
+		want["builds/"+it.(map[string]any)["id"].(string)+".zip"] = true
+	}
+	var extra []string
+	eventually(t, 10*time.Second, func() bool {
+		extra = extra[:0]
+		for _, f := range storageFiles(t, filepath.Join(dir, "storage")) {
+			if strings.HasPrefix(f, "builds/") && !want[f] {
+				extra = append(extra, f)
+			}
+		}
+		return len(extra) == 0
+	}, "files of the killed process that no build refers to removed")
 }
 
 // TestCrashDuringLargeUpload kills the controller while a worker uploads a

@@ -19,6 +19,9 @@ type FS interface {
 	Remove(name string) error
 	ReadDir(name string) ([]os.DirEntry, error)
 	SyncDir(name string) error
+	// Link gives the file oldname a second name, newname (a hard link, as
+	// os.Link): both names share one inode.
+	Link(oldname, newname string) error
 }
 
 // TempFile is a file being written that has no final name yet. Publish gives
@@ -72,6 +75,9 @@ func (OSFS) Remove(name string) error { return os.Remove(name) }
 
 // ReadDir is os.ReadDir.
 func (OSFS) ReadDir(name string) ([]os.DirEntry, error) { return os.ReadDir(name) }
+
+// Link is os.Link.
+func (OSFS) Link(oldname, newname string) error { return os.Link(oldname, newname) }
 
 // SyncDir fsyncs a directory, making a rename or link in it durable.
 func (OSFS) SyncDir(name string) error {

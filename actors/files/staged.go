@@ -134,6 +134,7 @@ func (s *Staged) Commit(id, ext string) (string, error) {
 		s.Discard()
 		return "", err
 	}
+	s.f.claim(rel) // before the name exists: the orphan pass never takes it
 	if err := s.tmp.Publish(dst); err != nil {
 		s.Discard()
 		return "", fmt.Errorf("publish: %w", err)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/expo-free-agent/controller/store/fsync"
@@ -67,11 +68,14 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return
 // written by one rename. Serve removes temporary files left by earlier
 // processes.
 type Store struct {
-	root    string
-	fs      FS
-	bootID  string
-	log     *slog.Logger
-	dirSync map[Kind]*fsync.Group // one fsync covers every rename done before it
+	root        string
+	fs          FS
+	bootID      string
+	log         *slog.Logger
+	dirSync     map[Kind]*fsync.Group // one fsync covers every rename done before it
+	catalog     Catalog               // nil: orphans are not looked for
+	orphansDone bool                  // Serve's first pass finished
+	orphans     orphanPass
 }
 
 // New prepares the storage root (creating it and its directories)
@@ -106,13 +110,25 @@ func (f *Store) Root() string { return f.root }
 // String names the service in supervisor logs.
 func (f *Store) String() string { return "file-storage" }
 
-// Serve removes temporary files of interrupted writes by earlier processes,
-// then waits for ctx to end.
+// Serve removes what interrupted writes of earlier processes left: their
+// temporary files, and (with a catalog) the files that no build refers to and
+// that this process did not write. Then it waits for ctx to
+// end. A failure is logged; it never stops the service.
 func (f *Store) Serve(ctx context.Context) error {
 	if n, err := f.RemoveStaleTemps(); err != nil {
 		f.log.Warn("removing stale temporary files", "removed", n, "err", err)
 	} else if n > 0 {
 		f.log.Info("removed temporary files of interrupted writes", "removed", n)
+	}
+	if f.catalog != nil && !f.orphansDone {
+		n, err := f.RemoveOrphans(ctx, f.catalog)
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("removing files no build refers to", "removed", n, "err", err)
+		}
+		// Once per process: later names are not claimed, so a second pass
+		// could take a file whose row is being committed. The next start
+		// finishes what this one could not.
+		f.orphansDone = true
 	}
 	<-ctx.Done()
 	return ctx.Err()
@@ -121,6 +137,18 @@ func (f *Store) Serve(ctx context.Context) error {
 // RemoveStaleTemps deletes temporary files written by other (earlier)
 // processes and returns how many it removed.
 func (f *Store) RemoveStaleTemps() (int, error) {
+	return f.sweep(func(_ Kind, dir string, e os.DirEntry) (bool, error) {
+		name := e.Name()
+		if !strings.HasPrefix(name, tempPrefix) || strings.HasPrefix(name, tempPrefix+f.bootID+"-") {
+			return false, nil
+		}
+		return true, f.fs.Remove(filepath.Join(dir, name))
+	})
+}
+
+// sweep calls remove for every entry of the storage directories, and returns
+// how many it removed (reported true without an error) and every error.
+func (f *Store) sweep(remove func(k Kind, dir string, e os.DirEntry) (bool, error)) (int, error) {
 	removed := 0
 	var errs []error
 	for _, k := range []Kind{KindSource, KindCerts, KindResult} {
@@ -131,15 +159,12 @@ func (f *Store) RemoveStaleTemps() (int, error) {
 			continue
 		}
 		for _, e := range entries {
-			name := e.Name()
-			if !strings.HasPrefix(name, tempPrefix) || strings.HasPrefix(name, tempPrefix+f.bootID+"-") {
-				continue
-			}
-			if err := f.fs.Remove(filepath.Join(dir, name)); err != nil {
+			gone, err := remove(k, dir, e)
+			if err != nil {
 				errs = append(errs, err)
-				continue
+			} else if gone {
+				removed++
 			}
-			removed++
 		}
 	}
 	return removed, errors.Join(errs...)
@@ -222,6 +247,71 @@ func (f *Store) Copy(srcRel string, kind Kind, id, ext string) (string, error) {
 	return rel, err
 }
 
+// Link gives a stored file a second name, kind/<id><ext>, without copying a
+// byte: a hard link, so both names share one inode. It is made durable as
+// Commit is (the directory is synced, sharing the fsync with concurrent
+// commits; if that sync fails the new name is removed again) and returns the
+// new relative path. The two names are independent: removing either one
+// leaves the other whole, and stored files are never written in place. Where
+// the file system refuses a hard link (another device, no hard links, the
+// source's link limit, or a name already there) it falls back to Copy. Its
+// errors are Copy's: ErrFileNotFound when the source is absent, ErrBadPath for
+// a path outside the root or an invalid id.
+func (f *Store) Link(srcRel string, kind Kind, id, ext string) (string, error) {
+	src, _, err := f.Open(srcRel) // the source's checks: under the root, present, a regular file
+	if err != nil {
+		return "", err
+	}
+	src.Close()
+	srcAbs, err := f.abs(srcRel)
+	if err != nil {
+		return "", err
+	}
+	rel, err := RelPath(kind, id, ext)
+	if err != nil {
+		return "", err
+	}
+	dst, err := f.abs(rel)
+	if err != nil {
+		return "", err
+	}
+	f.claim(rel)
+	if err := f.fs.Link(srcAbs, dst); err != nil {
+		switch {
+		case linkRefused(err):
+			return f.Copy(srcRel, kind, id, ext)
+		case errors.Is(err, os.ErrNotExist): // the source went away after the check
+			return "", ErrFileNotFound
+		default:
+			return "", fmt.Errorf("link: %w", err)
+		}
+	}
+	if err := f.dirSync[kind].Sync(); err != nil {
+		// As in Commit: a name that may not survive a power loss is undone.
+		if rerr := f.fs.Remove(dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			f.log.Error("removing a link whose directory could not be synced", "err", rerr)
+		}
+		return "", fmt.Errorf("sync directory: %w", err)
+	}
+	return rel, nil
+}
+
+// linkRefused reports whether a hard link failed because the file system
+// will not make one here, so that a copy is the way: the target is on
+// another device (EXDEV), the file system has no hard links or forbids this
+// one (EPERM, ENOTSUP/EOPNOTSUPP, ENOSYS), the source has too many links
+// (EMLINK), or the new name exists (EEXIST: Copy replaces it, as Commit
+// replaces an earlier attempt's leftover).
+func linkRefused(err error) bool {
+	for _, errno := range []error{syscall.EXDEV, syscall.EPERM, syscall.EMLINK, syscall.ENOTSUP,
+		syscall.EOPNOTSUPP, syscall.ENOSYS, syscall.EEXIST} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
 // Delete removes a stored file; an absent file is not an error.
 func (f *Store) Delete(rel string) error {
 	p, err := f.abs(rel)
@@ -248,18 +338,4 @@ func (f *Store) CheckWritable() error {
 		}
 	}
 	return nil
-}
-
-// ReadAll reads a whole stored file of at most limit bytes (the certs bundle,
-// which the certs-secure answer needs in memory).
-func (f *Store) ReadAll(rel string, limit int64) ([]byte, error) {
-	fh, size, err := f.Open(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	if size > limit {
-		return nil, ErrTooLarge
-	}
-	return io.ReadAll(io.LimitReader(fh, limit))
 }

@@ -384,8 +384,6 @@ func TestOpen(t *testing.T) {
 			require.ErrorIs(t, err, ErrBadPath)
 			require.Nil(t, fh)
 			require.Zero(t, size)
-			_, err = f.ReadAll(tc.rel, 1<<20)
-			require.ErrorIs(t, err, ErrBadPath)
 			require.ErrorIs(t, f.Delete(tc.rel), ErrBadPath)
 		})
 	}
@@ -410,30 +408,6 @@ func TestOpen(t *testing.T) {
 			require.Nil(t, fh)
 		})
 	}
-}
-
-func TestReadAll(t *testing.T) {
-	t.Parallel()
-	f := newTestFileStore(t, nil)
-	rel, _, err := f.Save(KindCerts, uuid.NewString(), ".zip", strings.NewReader("0123456789"), 100)
-	require.NoError(t, err)
-
-	t.Run("AtLimit/OK", func(t *testing.T) {
-		t.Parallel()
-		b, err := f.ReadAll(rel, 10)
-		require.NoError(t, err)
-		require.Equal(t, []byte("0123456789"), b)
-	})
-	t.Run("OverLimit/TooLarge", func(t *testing.T) {
-		t.Parallel()
-		_, err := f.ReadAll(rel, 9)
-		require.ErrorIs(t, err, ErrTooLarge)
-	})
-	t.Run("FileNotFound", func(t *testing.T) {
-		t.Parallel()
-		_, err := f.ReadAll("certs/"+uuid.NewString()+".zip", 100)
-		require.ErrorIs(t, err, ErrFileNotFound)
-	})
 }
 
 func TestCopy(t *testing.T) {
@@ -470,31 +444,36 @@ func TestCopy(t *testing.T) {
 		require.Equal(t, []byte("certs"), readStored(t, f, dst))
 	})
 
-	t.Run("Missing/FileNotFound", func(t *testing.T) {
-		t.Parallel()
-		f := newTestFileStore(t, nil)
-		_, err := f.Copy("builds/"+uuid.NewString()+".zip", KindSource, uuid.NewString(), ".zip")
-		require.ErrorIs(t, err, ErrFileNotFound)
-		require.Empty(t, listFiles(t, f.Root()))
-	})
-
-	t.Run("BadSource/BadPath", func(t *testing.T) {
-		t.Parallel()
-		f := newTestFileStore(t, nil)
-		_, err := f.Copy("../../etc/passwd", KindSource, uuid.NewString(), ".zip")
-		require.ErrorIs(t, err, ErrBadPath)
-		require.Empty(t, listFiles(t, f.Root()))
-	})
-
-	t.Run("BadTarget/BadPath", func(t *testing.T) {
-		t.Parallel()
-		f := newTestFileStore(t, nil)
-		src, _, err := f.Save(KindSource, uuid.NewString(), ".zip", strings.NewReader("zip"), 100)
-		require.NoError(t, err)
-		_, err = f.Copy(src, KindSource, "../evil", ".zip")
-		require.ErrorIs(t, err, ErrBadPath)
-		require.Equal(t, []string{src}, listFiles(t, f.Root()), "no temporary file is left")
-	})
+	// Copy and Link refuse the same inputs and leave nothing behind.
+	for _, op := range []struct {
+		name string
+		do   func(f *Store) func(srcRel string, kind Kind, id, ext string) (string, error)
+	}{{"Copy", func(f *Store) func(string, Kind, string, string) (string, error) { return f.Copy }},
+		{"Link", func(f *Store) func(string, Kind, string, string) (string, error) { return f.Link }}} {
+		t.Run(op.name+"/Missing/FileNotFound", func(t *testing.T) {
+			t.Parallel()
+			f := newTestFileStore(t, nil)
+			_, err := op.do(f)("builds/"+uuid.NewString()+".zip", KindSource, uuid.NewString(), ".zip")
+			require.ErrorIs(t, err, ErrFileNotFound)
+			require.Empty(t, listFiles(t, f.Root()))
+		})
+		t.Run(op.name+"/BadSource/BadPath", func(t *testing.T) {
+			t.Parallel()
+			f := newTestFileStore(t, nil)
+			_, err := op.do(f)("../../etc/passwd", KindSource, uuid.NewString(), ".zip")
+			require.ErrorIs(t, err, ErrBadPath)
+			require.Empty(t, listFiles(t, f.Root()))
+		})
+		t.Run(op.name+"/BadTarget/BadPath", func(t *testing.T) {
+			t.Parallel()
+			f := newTestFileStore(t, nil)
+			src, _, err := f.Save(KindSource, uuid.NewString(), ".zip", strings.NewReader("zip"), 100)
+			require.NoError(t, err)
+			_, err = op.do(f)(src, KindSource, "../evil", ".zip")
+			require.ErrorIs(t, err, ErrBadPath)
+			require.Equal(t, []string{src}, listFiles(t, f.Root()), "no temporary file is left")
+		})
+	}
 }
 
 func TestDelete(t *testing.T) {

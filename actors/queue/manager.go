@@ -25,6 +25,13 @@ import (
 // waits forever on a dead or restarting goroutine.
 const DefaultCallTimeout = 15 * time.Second
 
+// DefaultMaxRetries bounds the retries a build-token holder can make of one
+// submitted build: the whole retry chain that descends from it (a retry of a
+// retry counts against the same submitted build), so a token — and the new
+// token each retry answers with — cannot create builds without end. The
+// admin key is not bounded (docs/API.md §2.8).
+const DefaultMaxRetries = 20
+
 var (
 	// ErrUnavailable means the manager did not answer in time (it may be
 	// restarting); the request had no effect unless stated otherwise.
@@ -44,6 +51,7 @@ type Store interface {
 	ListWorkers(ctx context.Context) ([]domain.Worker, error)
 	GetBuild(ctx context.Context, id string) (domain.Build, error)
 	CreateBuild(ctx context.Context, nb store.NewBuild) error
+	CountRetries(ctx context.Context, rootID string) (int, error)
 	AssignBuild(ctx context.Context, buildID, workerID string, now int64) error
 	CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error)
 	FinishBuild(ctx context.Context, f store.Finish) error
@@ -57,7 +65,7 @@ type Store interface {
 
 // Files is what the queue manager needs from the file storage service.
 type Files interface {
-	Copy(srcRel string, kind files.Kind, id, ext string) (string, error)
+	Link(srcRel string, kind files.Kind, id, ext string) (string, error)
 	Delete(rel string) error
 }
 
@@ -65,6 +73,7 @@ type Files interface {
 type Config struct {
 	MaxAttempts int           // build timeouts before a build fails (domain.DefaultMaxAttempts)
 	CallTimeout time.Duration // bound of every call (DefaultCallTimeout)
+	MaxRetries  int           // retries per submitted build for build-token callers (DefaultMaxRetries)
 }
 
 // Manager is the queue manager. Every change is committed to the store
@@ -90,6 +99,9 @@ func New(st Store, fs Files, clk clock.Clock, log *slog.Logger, cfg Config) *Man
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.MaxRetries <= 0 {
+		cfg.MaxRetries = DefaultMaxRetries
 	}
 	return &Manager{store: st, files: fs, clock: clk, log: log, cfg: cfg,
 		inbox: make(chan request), reload: make(chan struct{}, 1)}

@@ -19,6 +19,10 @@ var (
 	// ErrFilesGone means a retry's original build has lost its source or
 	// certs file.
 	ErrFilesGone = errors.New("queue: original build files are gone")
+	// ErrTooManyRetries means a limited retry's chain — the submitted build
+	// and every retry descending from it — already holds Config.MaxRetries
+	// retries; nothing was created.
+	ErrTooManyRetries = errors.New("queue: too many retries")
 )
 
 // Submission is a new build: its platform and its staged files.
@@ -45,7 +49,7 @@ type Submitted struct {
 // file commit's.
 func (m *Manager) Submit(ctx context.Context, sub Submission) (Submitted, error) {
 	defer func() { sub.Source.Discard(); sub.Certs.Discard() }() // no-ops once committed
-	return m.create(ctx, sub.Platform, nil, func(id string) (string, *string, error) {
+	return m.create(ctx, store.NewBuild{Platform: sub.Platform}, func(id string) (string, *string, error) {
 		src, err := sub.Source.Commit(id, ".zip")
 		if err != nil || sub.Certs == nil {
 			return src, nil, err
@@ -55,11 +59,30 @@ func (m *Manager) Submit(ctx context.Context, sub Submission) (Submitted, error)
 	})
 }
 
-// Retry creates a new pending build with copies of a finished build's source
-// and certs (docs/API.md §2.8). It returns store.ErrNotFound, ErrNotFinished,
-// ErrFilesGone when a file of the original is missing, or the store's and
-// the file store's errors.
+// RetryOptions says who asks for a retry.
+type RetryOptions struct {
+	// Limited bounds the retry chain at Config.MaxRetries retries per
+	// submitted build (ErrTooManyRetries): set for a build-token caller,
+	// clear for the admin key.
+	Limited bool
+}
+
+// Retry is RetryWith without a limit: the admin's retry.
 func (m *Manager) Retry(ctx context.Context, originalID string) (Submitted, error) {
+	return m.RetryWith(ctx, originalID, RetryOptions{})
+}
+
+// RetryWith creates a new pending build with a finished build's source and
+// certs (docs/API.md §2.8). The new build's files are hard links of the
+// original's (files.Store.Link; a copy only where the file system refuses a
+// link), so a retry costs no space. A limited retry is refused with
+// ErrTooManyRetries when the chain of the original's submitted build already
+// holds Config.MaxRetries retries: checked first without touching a file, and
+// again inside the transaction that inserts the build, so concurrent retries
+// cannot overshoot. It returns store.ErrNotFound, ErrNotFinished,
+// ErrTooManyRetries, ErrFilesGone when a file of the original is missing, or
+// the store's and the file store's errors.
+func (m *Manager) RetryWith(ctx context.Context, originalID string, opts RetryOptions) (Submitted, error) {
 	orig, err := m.store.GetBuild(ctx, originalID)
 	if err != nil {
 		return Submitted{}, err
@@ -67,18 +90,37 @@ func (m *Manager) Retry(ctx context.Context, originalID string) (Submitted, erro
 	if !orig.Finished() {
 		return Submitted{}, ErrNotFinished
 	}
-	return m.create(ctx, orig.Platform, &orig.ID, func(id string) (string, *string, error) {
-		src, err := m.copyFile(orig.SourcePath, files.KindSource, id)
+	root := orig.ID
+	if orig.RootBuildID != nil {
+		root = *orig.RootBuildID
+	}
+	nb := store.NewBuild{Platform: orig.Platform, OriginalBuildID: &orig.ID, RootBuildID: &root}
+	if opts.Limited {
+		n, err := m.store.CountRetries(ctx, root)
+		if err != nil {
+			return Submitted{}, err
+		}
+		if n >= m.cfg.MaxRetries {
+			return Submitted{}, ErrTooManyRetries
+		}
+		nb.MaxChain = m.cfg.MaxRetries
+	}
+	out, err := m.create(ctx, nb, func(id string) (string, *string, error) {
+		src, err := m.linkFile(orig.SourcePath, files.KindSource, id)
 		if err != nil || orig.CertsPath == nil {
 			return src, nil, err
 		}
-		crt, err := m.copyFile(*orig.CertsPath, files.KindCerts, id)
+		crt, err := m.linkFile(*orig.CertsPath, files.KindCerts, id)
 		return src, &crt, err
 	})
+	if errors.Is(err, store.ErrRetryLimit) {
+		return Submitted{}, ErrTooManyRetries
+	}
+	return out, err
 }
 
-func (m *Manager) copyFile(rel string, kind files.Kind, id string) (string, error) {
-	out, err := m.files.Copy(rel, kind, id, ".zip")
+func (m *Manager) linkFile(rel string, kind files.Kind, id string) (string, error) {
+	out, err := m.files.Link(rel, kind, id, ".zip")
 	if errors.Is(err, files.ErrFileNotFound) || errors.Is(err, files.ErrBadPath) {
 		return "", fmt.Errorf("%w: %v", ErrFilesGone, err)
 	}
@@ -86,17 +128,17 @@ func (m *Manager) copyFile(rel string, kind files.Kind, id string) (string, erro
 }
 
 // create is a build's birth: mint id and token, place the files (place
-// returns their paths), commit the row, queue it; on failure remove what was
-// placed.
-func (m *Manager) create(ctx context.Context, p domain.Platform, original *string, place func(id string) (string, *string, error)) (Submitted, error) {
+// returns their paths), commit the row (nb: platform, and a retry's original,
+// root and chain bound), queue it; on failure remove what was placed.
+func (m *Manager) create(ctx context.Context, nb store.NewBuild, place func(id string) (string, *string, error)) (Submitted, error) {
 	id := uuid.NewString()
 	token, digest, err := domain.NewToken()
 	if err != nil {
 		return Submitted{}, err
 	}
 	src, crt, err := place(id)
-	nb := store.NewBuild{ID: id, Platform: p, SubmittedAt: m.now(), SourcePath: src,
-		CertsPath: crt, TokenHash: digest, OriginalBuildID: original}
+	nb.ID, nb.SubmittedAt, nb.SourcePath, nb.CertsPath, nb.TokenHash = id, m.now(), src, crt, digest
+	p, original := nb.Platform, nb.OriginalBuildID
 	if err == nil {
 		err = m.store.CreateBuild(ctx, nb) // durable when it returns
 	}

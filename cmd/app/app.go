@@ -77,6 +77,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
+	fs.WithCatalog(st) // at start, files no build refers to are removed (a kill -9 between file and row)
 	var db Store = st
 	if cfg.WrapStore != nil {
 		db = cfg.WrapStore(st)
@@ -86,16 +87,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
-		Addr:          net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
-		APIKey:        cfg.APIKey,
-		BaseImageID:   cfg.BaseImageID,
-		MaxSourceSize: cfg.MaxSourceSize,
-		MaxCertsSize:  cfg.MaxCertsSize,
-		MaxResultSize: cfg.MaxResultSize,
-		DrainTimeout:  cfg.DrainTimeout,
-		HeaderTimeout: cfg.HeaderTimeout,
-		MetricsPublic: cfg.MetricsPublic,
-		Clock:         cfg.Clock,
+		Addr:            net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		APIKey:          cfg.APIKey,
+		BaseImageID:     cfg.BaseImageID,
+		MaxSourceSize:   cfg.MaxSourceSize,
+		MaxCertsSize:    cfg.MaxCertsSize,
+		MaxResultSize:   cfg.MaxResultSize,
+		DrainTimeout:    cfg.DrainTimeout,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		BodyReadTimeout: cfg.BodyReadTimeout,
+		MetricsPublic:   cfg.MetricsPublic,
+		Clock:           cfg.Clock,
 	}, q, db, fs, log.With("service", "http"))
 	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv},
 		supervisor.Options{FailureBackoff: cfg.FailureBackoff})
@@ -116,7 +118,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			runErr = fmt.Errorf("cannot listen: %w", err)
 		} else {
-			a.Log.Info("listening", "addr", a.HTTP.Addr().String())
+			a.Log.Info("listening", "addr", a.HTTP.Addr().String(), "max_connections", a.HTTP.MaxConns())
 		}
 	case err := <-done:
 		runErr = fmt.Errorf("supervision tree stopped: %w", err)

@@ -54,6 +54,7 @@ type Config struct {
 	Files           files.FS                 // nil: the real file system
 	WrapStore       func(*store.Store) Store // nil: the store itself (fault-injection tests wrap it)
 	HeaderTimeout   time.Duration            // 0: 10 s
+	BodyReadTimeout time.Duration            // 0: 30 s
 	FailureBackoff  time.Duration
 }
 

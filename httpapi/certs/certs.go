@@ -37,20 +37,14 @@ type Bundle struct {
 // (UTF-8, trimmed); every ".mobileprovision" is a profile, in zip order. A new
 // random keychain password is made on every call. Every violation returns an
 // error wrapping ErrInvalid.
+//
+// Parse holds the bundle and its inflated entries in memory: it is the
+// reference reading of the rules, which the tests and the fuzz target hold
+// Check and Answer.WriteJSON (what certs-secure serves) to.
 func Parse(data []byte, maxTotal int64) (*Bundle, error) {
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
-		return nil, fmt.Errorf("%w: not a zip: %v", ErrInvalid, err)
-	}
-	var total uint64
-	for _, f := range zr.File {
-		if strings.Contains(f.Name, "..") || strings.Contains(f.Name, `\`) || strings.HasPrefix(f.Name, "/") {
-			return nil, fmt.Errorf("%w: unsafe entry name %q", ErrInvalid, f.Name)
-		}
-		total += f.UncompressedSize64
-		if total > uint64(maxTotal) || f.UncompressedSize64 > uint64(maxTotal) {
-			return nil, fmt.Errorf("%w: declared uncompressed size over %d bytes", ErrInvalid, maxTotal)
-		}
+	zr, err := openZip(bytes.NewReader(data), int64(len(data)), maxTotal)
+	if err != nil {
+		return nil, err
 	}
 	var (
 		p12      []byte
@@ -96,6 +90,26 @@ func Parse(data []byte, maxTotal int64) (*Bundle, error) {
 		KeychainPassword:     base64.StdEncoding.EncodeToString(kc[:]),
 		ProvisioningProfiles: profiles,
 	}, nil
+}
+
+// openZip reads the central directory of a certs zip and applies the rules
+// on names and declared sizes.
+func openZip(r io.ReaderAt, size, maxTotal int64) (*zip.Reader, error) {
+	zr, err := zip.NewReader(r, size)
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
+		return nil, fmt.Errorf("%w: not a zip: %v", ErrInvalid, err)
+	}
+	var total uint64
+	for _, f := range zr.File {
+		if strings.Contains(f.Name, "..") || strings.Contains(f.Name, `\`) || strings.HasPrefix(f.Name, "/") {
+			return nil, fmt.Errorf("%w: unsafe entry name %q", ErrInvalid, f.Name)
+		}
+		total += f.UncompressedSize64
+		if total > uint64(maxTotal) || f.UncompressedSize64 > uint64(maxTotal) {
+			return nil, fmt.Errorf("%w: declared uncompressed size over %d bytes", ErrInvalid, maxTotal)
+		}
+	}
+	return zr, nil
 }
 
 // readEntry inflates one entry, refusing to go past its declared size.

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -118,6 +119,7 @@ func TestParseCertsSeeds(t *testing.T) {
 			if s.ok != (err == nil) {
 				t.Fatalf("Parse = %+v, %v; want ok=%v", b, err, s.ok)
 			}
+			checkStreamed(t, s.data, b)
 			if err == nil {
 				checkBundle(t, s.data, b)
 			} else if !errors.Is(err, certs.ErrInvalid) {
@@ -132,13 +134,16 @@ func TestParseCertsSeeds(t *testing.T) {
 // bundle always comes with a nil error, standard base64 fields, a 32-character
 // keychain password, a non-nil profile list, and only from a zip whose names
 // are all safe, whose declared sizes fit the cap, and whose p12 is the last
-// ".p12" entry.
+// ".p12" entry. And what certs-secure serves agrees: certs.Check refuses
+// exactly what Parse refuses, and WriteJSON writes, compact and indented,
+// exactly what Echo's c.JSON writes of Parse's bundle.
 func FuzzParseCerts(f *testing.F) {
 	for _, s := range certSeeds(f) {
 		f.Add(s.data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := certs.Parse(data, fuzzCertsLimit)
+		checkStreamed(t, data, b)
 		if err != nil {
 			if b != nil {
 				t.Fatalf("error %v with a bundle", err)
@@ -153,6 +158,42 @@ func FuzzParseCerts(f *testing.F) {
 		}
 		checkBundle(t, data, b)
 	})
+}
+
+// checkStreamed holds certs.Check and Answer.WriteJSON to Parse's outcome b
+// (nil for a refusal): the same refusals, and byte for byte the answer c.JSON
+// (a json.Encoder) writes of b, compact or indented, Len bytes long.
+func checkStreamed(t *testing.T, data []byte, b *certs.Bundle) {
+	t.Helper()
+	a, err := certs.Check(bytes.NewReader(data), int64(len(data)), fuzzCertsLimit)
+	if b == nil {
+		if err == nil || a != nil || !errors.Is(err, certs.ErrInvalid) {
+			t.Fatalf("Parse refused the bundle, Check returned %v, %v", a, err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("Parse accepted the bundle, Check refused it: %v", err)
+	}
+	a.KeychainPassword = b.KeychainPassword
+	for _, indent := range []string{"", "  "} {
+		var want, got bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetIndent("", indent)
+		if err := enc.Encode(b); err != nil {
+			t.Fatal(err)
+		}
+		n, err := a.WriteJSON(&got, indent)
+		if err != nil {
+			t.Fatalf("WriteJSON: %v", err)
+		}
+		if !bytes.Equal(want.Bytes(), got.Bytes()) {
+			t.Fatalf("indent %q: WriteJSON wrote %q, c.JSON writes %q", indent, got.Bytes(), want.Bytes())
+		}
+		if n != int64(got.Len()) || a.Len(indent) != n {
+			t.Fatalf("indent %q: %d bytes written, WriteJSON says %d, Len %d", indent, got.Len(), n, a.Len(indent))
+		}
+	}
 }
 
 func checkBundle(t *testing.T, data []byte, b *certs.Bundle) {

@@ -87,14 +87,14 @@
           text("build-sha", d.sha256);
           text("build-error", d.error);
           stamp();
-          finished = d.finished && d.logs.length < 1000;
+          finished = d.finished && !d.more;
           setState(finished ? "● finished" : "● following", true);
           return d;
         })
         .catch(function () { setState("● reconnecting", false); })
         .then(function (d) {
           // A full page means more lines are waiting: fetch them at once.
-          if (d && d.logs && d.logs.length >= 1000) { follow(); return; }
+          if (d && d.more) { follow(); return; }
           if (!finished) setTimeout(follow, 2000);
         });
     }

@@ -90,6 +90,9 @@ type Build struct {
 	ResultSHA256    *string
 	TokenHash       []byte
 	OriginalBuildID *string
+	// RootBuildID is the first build of the build's retry chain: nil for a
+	// submitted build; for a retry, the submitted build it descends from.
+	RootBuildID *string
 }
 
 // Running reports whether the build has a current assignee.

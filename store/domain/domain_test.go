@@ -61,3 +61,16 @@ func TestResultExt(t *testing.T) {
 	require.Equal(t, ".apk", domain.PlatformAndroid.ResultExt())
 	require.Equal(t, ".ipa", domain.PlatformIOS.ResultExt())
 }
+
+func TestClip(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "short", domain.Clip("short", 10))
+	require.Equal(t, "0123456789", domain.Clip("0123456789", 10))
+	require.Equal(t, "01234 … [6 bytes cut]", domain.Clip("0123456789a", 5))
+	// Never inside a character: "é" is two bytes.
+	require.Equal(t, "ab … [3 bytes cut]", domain.Clip("abéc", 3))
+	require.Equal(t, "a\uFFFDb", domain.Clip("a\xffb", 10), "invalid UTF-8 is replaced")
+	long := domain.Clip(strings.Repeat("x", 1<<20), domain.MaxLogMessage)
+	require.Less(t, len(long), domain.MaxLogMessage+40)
+	require.True(t, strings.HasSuffix(long, " bytes cut]"))
+}

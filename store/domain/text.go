@@ -1,0 +1,30 @@
+package domain
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// The longest texts stored from a client, in bytes. A longer one is cut, at
+// a character boundary, and ends with a marker saying how much was cut: it is
+// never refused, so a real worker's chatty build does not fail.
+const (
+	MaxLogMessage   = 16 << 10 // a build log line (POST logs, telemetry, the controller's own)
+	MaxErrorMessage = 4 << 10  // a build's error message (upload's error_message)
+	MaxWorkerName   = 256      // a worker's name
+)
+
+// Clip returns s as valid UTF-8 (invalid bytes replaced by U+FFFD) of at most
+// max bytes plus the marker " … [N bytes cut]" when it had to be cut.
+func Clip(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + " … [" + strconv.Itoa(len(s)-cut) + " bytes cut]"
+}
