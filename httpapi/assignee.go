@@ -187,8 +187,13 @@ func batchLines(batch []json.RawMessage) []store.LogInput {
 	return lines
 }
 
-// heartbeat is POST /api/builds/:id/heartbeat (§4.6).
+// heartbeat is POST /api/builds/:id/heartbeat (§4.6). In the minutes after
+// the build completed, its last assignee's heartbeat is answered 200 with no
+// change (§4.14).
 func (s *Server) heartbeat(c echo.Context) error {
+	if callerOf(c).AfterCompletion {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	}
 	var req struct {
 		Progress float64 `json:"progress"` // optional; null is no progress
 	}

@@ -3,7 +3,9 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -161,6 +163,9 @@ func (s *Server) getLogs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.QueryParams().Has("after") || c.QueryParams().Has("limit") {
+		return s.logsAfter(c, id)
+	}
 	ctx := c.Request().Context()
 	page, more, err := s.store.LogPage(ctx, id, 0, logPageSize)
 	if err != nil {
@@ -193,6 +198,55 @@ func (s *Server) getLogs(c echo.Context) error {
 	}
 	w.Write([]byte("]}\n"))
 	return nil
+}
+
+// seqLogJSON is a log entry with its sequence number (§2.5, incremental).
+type seqLogJSON struct {
+	Seq int64 `json:"seq"`
+	logJSON
+}
+
+// The bounds of an incremental read of a log (§2.5).
+const (
+	defaultLogLimit = 1000
+	maxLogLimit     = 10_000
+)
+
+// logsAfter is GET /api/builds/:id/logs?after=<seq>&limit=<n>: the entries
+// after seq, ascending, at most limit of them (and at most one page of text,
+// store.LogPageBytes: a client reads on from the last seq it got).
+func (s *Server) logsAfter(c echo.Context, id string) error {
+	after, err := intParam(c, "after", 0, 0, math.MaxInt64, msgInvalidAfter)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", defaultLogLimit, 1, maxLogLimit, msgInvalidLimit)
+	if err != nil {
+		return err
+	}
+	page, _, err := s.store.LogPage(c.Request().Context(), id, after, int(limit))
+	if err != nil {
+		return err
+	}
+	out := make([]seqLogJSON, len(page))
+	for i, e := range page {
+		out[i] = seqLogJSON{Seq: e.Seq, logJSON: logJSON{Timestamp: e.Timestamp, Level: e.Level, Message: e.Message}}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"build_id": id, "logs": out})
+}
+
+// intParam reads an integer query parameter within [lo, hi]; absent is def.
+// Anything else is 400 msg.
+func intParam(c echo.Context, name string, def, lo, hi int64, msg string) (int64, error) {
+	v := c.QueryParam(name)
+	if v == "" && !c.QueryParams().Has(name) {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, fail(http.StatusBadRequest, msg)
+	}
+	return n, nil
 }
 
 // download is GET /api/builds/:id/download[/:type] (§2.6).

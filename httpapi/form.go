@@ -30,8 +30,10 @@ type fileSpec struct {
 	tooLarge string // the 413 message past limit
 	// begin, if set, runs when the file's first byte has arrived, with the
 	// text fields read so far; an error refuses the body before anything is
-	// stored (the rest is left unread and the connection closed). It returns
-	// the progress callback of the file's transfer, or nil.
+	// stored (the rest is left unread and the connection closed), except
+	// errCheckLater: the fields it needs are still to come, so the file is
+	// staged and the handler checks when the body ends. It returns the
+	// progress callback of the file's transfer, or nil.
 	begin func(text map[string]string) (func(int64), error)
 }
 
@@ -110,7 +112,7 @@ func (s *Server) readFilePart(c echo.Context, p io.Reader, fs fileSpec, text map
 	var progress func(int64)
 	if fs.begin != nil {
 		var err error
-		if progress, err = fs.begin(text); err != nil {
+		if progress, err = fs.begin(text); err != nil && !errors.Is(err, errCheckLater) {
 			return nil, closing(err)
 		}
 	}
@@ -128,6 +130,10 @@ func (s *Server) readFilePart(c echo.Context, p io.Reader, fs fileSpec, text map
 		return nil, err // a disk failure: the route's 500
 	}
 }
+
+// errCheckLater is a begin hook's answer when the parts it needs come after
+// the file (see fileSpec.begin).
+var errCheckLater = errors.New("check when the body ends")
 
 // errBodyTooLarge is returned by cappedReader past its cap.
 var errBodyTooLarge = errors.New("request body too large")

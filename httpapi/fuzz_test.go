@@ -33,6 +33,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/httpapi"
@@ -228,6 +229,8 @@ func (fastFS) SyncDir(string) error { return nil }
 // telemetry's per-build pace) carries over from one fuzz execution to the
 // next: each input is judged on its own.
 type fastClock struct{ n atomic.Int64 }
+
+func (c *fastClock) NewTimer(d time.Duration) clock.Timer { return clock.System{}.NewTimer(d) }
 
 func (c *fastClock) Now() time.Time {
 	return time.Unix(1_700_000_000, 0).Add(time.Duration(c.n.Add(1)) * time.Minute)

@@ -18,6 +18,7 @@ import (
 type QueueMetrics interface {
 	Stats(ctx context.Context) (queue.Stats, error)
 	Counters() queue.Counters
+	Waiting() int64
 }
 
 // metrics are the Prometheus metrics of GET /metrics. Request metrics are
@@ -83,6 +84,7 @@ var (
 	descTOFail  = prometheus.NewDesc("controller_build_timeout_failures_total", "Builds failed after their last allowed timeout.", nil, nil)
 	descFinish  = prometheus.NewDesc("controller_finishes_total", "Uploads that completed or failed a build.", nil, nil)
 	descUp      = prometheus.NewDesc("controller_database_up", "1 if the database answered the scrape's queries.", nil, nil)
+	descHeld    = prometheus.NewDesc("controller_held_polls", "Worker polls held waiting for a build (long-poll).", nil, nil)
 )
 
 // stateCollector reads the current state at scrape time.
@@ -93,7 +95,7 @@ type stateCollector struct {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuilds, descWorkers, descQueue, descRunning, descAssign, descRequeue,
-		descTimeout, descTOFail, descFinish, descUp} {
+		descTimeout, descTOFail, descFinish, descUp, descHeld} {
 		ch <- d
 	}
 }
@@ -126,6 +128,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(qs.Pending))
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(qs.Running))
 	}
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(c.queue.Waiting()))
 	k := c.queue.Counters()
 	ch <- prometheus.MustNewConstMetric(descAssign, prometheus.CounterValue, float64(k.Assignments))
 	ch <- prometheus.MustNewConstMetric(descRequeue, prometheus.CounterValue, float64(k.Requeues))

@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -19,7 +22,8 @@ type registerRequest struct {
 	ID           string          `json:"id"`           // optional: re-register this worker
 }
 
-// register is POST /api/workers/register (§4.1).
+// register is POST /api/workers/register (§4.1): it also mints the
+// worker's token (§4.12), which replaces every earlier one.
 func (s *Server) register(c echo.Context) error {
 	var req registerRequest
 	if _, err := readJSON(c, &req); err != nil {
@@ -28,7 +32,11 @@ func (s *Server) register(c echo.Context) error {
 	if req.Name == "" || !isObject(req.Capabilities) {
 		return fail(http.StatusBadRequest, msgNameAndCapabilities)
 	}
-	reg := store.Registration{Name: req.Name, Capabilities: string(req.Capabilities)}
+	token, grant, err := s.newGrant(s.cfg.WorkerTokenTTL)
+	if err != nil {
+		return err
+	}
+	reg := store.Registration{Name: req.Name, Capabilities: string(req.Capabilities), Token: grant}
 	if id, ok := domain.ParseID(req.ID); ok {
 		reg.ID = id
 	}
@@ -40,7 +48,14 @@ func (s *Server) register(c echo.Context) error {
 	if created {
 		status = "registered"
 	}
-	return c.JSON(http.StatusOK, map[string]string{"id": w.ID, "status": status, "baseImageId": s.cfg.BaseImageID})
+	return c.JSON(http.StatusOK, map[string]string{"id": w.ID, "status": status, "baseImageId": s.cfg.BaseImageID,
+		"access_token": token, "token_expires_at": isoMillis(grant.ExpiresAt)})
+}
+
+// newGrant mints a token valid for ttl: the secret, and what is stored.
+func (s *Server) newGrant(ttl time.Duration) (string, store.TokenGrant, error) {
+	token, digest, err := domain.NewToken()
+	return token, store.TokenGrant{Digest: digest, ExpiresAt: s.now() + ttl.Milliseconds()}, err
 }
 
 type jobJSON struct {
@@ -49,34 +64,122 @@ type jobJSON struct {
 	SourceURL   string          `json:"source_url"`
 	CertsURL    *string         `json:"certs_url"`
 	BaseImageID string          `json:"baseImageId"`
+	OTP         string          `json:"otp"` // the one-time password its VM trades for a VM token
 }
 
-// poll is GET /api/workers/poll (§4.2).
+// pollJSON is poll's answer; a token poll also carries the worker's current
+// token.
+type pollJSON struct {
+	Job         *jobJSON `json:"job"`
+	AccessToken string   `json:"access_token,omitempty"`
+}
+
+// poll is GET /api/workers/poll (§4.2): every job carries a fresh one-time
+// password for its VM (§4.13). With ?wait=<seconds> a poll that finds
+// nothing is held until a build becomes assignable or the wait ends (§4.18). A token poll (§4.12) is answered with the
+// newer generation's base image and the worker's token, rotated when less
+// than half its lifetime remains.
 func (s *Server) poll(c echo.Context) error {
-	wid, ok := domain.ParseID(callerOf(c).WorkerID)
+	cl := callerOf(c)
+	wid, ok := domain.ParseID(cl.WorkerID)
 	if !ok {
 		return fail(http.StatusNotFound, msgWorkerNotFound)
 	}
-	job, err := s.queue.Poll(c.Request().Context(), wid)
+	wait, err := waitParam(c)
 	if err != nil {
 		return err
 	}
-	if job == nil {
-		return c.JSON(http.StatusOK, map[string]any{"job": nil})
+	job, err := s.queue.PollWait(c.Request().Context(), wid, wait)
+	if err != nil {
+		return err
 	}
-	out := jobJSON{ID: job.BuildID, Platform: job.Platform, SourceURL: "/api/builds/" + job.BuildID + "/source",
-		BaseImageID: s.cfg.BaseImageID}
+	var out pollJSON
+	if cl.Kind == WorkerToken {
+		if out.AccessToken, err = s.currentToken(c, cl); err != nil {
+			return err
+		}
+	}
+	if job != nil {
+		if out.Job, err = s.deliver(c, job, wid, cl.Kind == WorkerToken); err != nil {
+			return err
+		}
+	}
+	if out.Job == nil && out.AccessToken == "" {
+		return c.JSON(http.StatusOK, map[string]any{"job": nil}) // v1, byte for byte
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// maxWait caps a long-poll (§4.18).
+const maxWait = 50 * time.Second
+
+// waitParam reads ?wait=: an integer number of seconds from 0, capped at
+// maxWait; absent is 0. Anything else is 400 Invalid wait.
+func waitParam(c echo.Context) (time.Duration, error) {
+	v := c.QueryParam("wait")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fail(http.StatusBadRequest, msgInvalidWait)
+	}
+	return time.Duration(min(n, int(maxWait/time.Second))) * time.Second, nil
+}
+
+// deliver is the answer for a job: its URLs, base image and a fresh OTP of
+// the assignment. A build the worker lost in between is no job (nil).
+func (s *Server) deliver(c echo.Context, job *queue.Job, workerID string, tokenPoll bool) (*jobJSON, error) {
+	otp, grant, err := s.newGrant(s.cfg.OTPTTL)
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.IssueOTP(c.Request().Context(), job.BuildID, workerID, grant)
+	if errors.Is(err, store.ErrNotAssignee) || errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &jobJSON{ID: job.BuildID, Platform: job.Platform, SourceURL: "/api/builds/" + job.BuildID + "/source",
+		BaseImageID: s.cfg.BaseImageID, OTP: otp}
+	if tokenPoll {
+		out.BaseImageID = s.cfg.BaseImageV2
+	}
 	if job.HasCerts {
 		u := "/api/builds/" + job.BuildID + "/certs"
 		out.CertsURL = &u
 	}
-	return c.JSON(http.StatusOK, map[string]any{"job": out})
+	return out, nil
+}
+
+// currentToken is the worker token a token poll answers with: the one
+// presented, or a new one when less than half its lifetime remains (the
+// presented one then stays valid for tokenRotationGrace).
+func (s *Server) currentToken(c echo.Context, cl Caller) (string, error) {
+	now := s.now()
+	if cl.TokenExpiresAt-now >= s.cfg.WorkerTokenTTL.Milliseconds()/2 {
+		return cl.Token, nil
+	}
+	token, grant, err := s.newGrant(s.cfg.WorkerTokenTTL)
+	if err != nil {
+		return "", err
+	}
+	err = s.store.RotateWorkerToken(c.Request().Context(), cl.WorkerID, domain.Digest(cl.Token), grant, now,
+		now+tokenRotationGrace.Milliseconds())
+	if errors.Is(err, store.ErrBadToken) { // a concurrent poll rotated it first: keep answering with this one
+		return cl.Token, nil
+	}
+	return token, err
 }
 
 // unregister is POST /api/workers/:id/unregister and POST
 // /api/workers/unregister (§4.9): the worker is named by the path, else
-// ?worker_id=, else X-Worker-Id, else the body's worker_id.
+// ?worker_id=, else X-Worker-Id, else the body's worker_id; with a worker
+// token, the token's worker (a named one must match). It also revokes the
+// worker's tokens.
 func (s *Server) unregister(c echo.Context) error {
+	cl := callerOf(c)
 	raw := c.Param("id")
 	if c.Path() == "/api/workers/:id/unregister" {
 		if raw == "" { // "/api/workers//unregister": an empty id is not a UUID
@@ -94,10 +197,13 @@ func (s *Server) unregister(c echo.Context) error {
 		}
 		raw = body.WorkerID
 	}
-	if raw == "" {
+	if err := settleClaim(&cl, raw, ""); err != nil {
+		return err
+	}
+	if cl.WorkerID == "" {
 		return fail(http.StatusBadRequest, msgWorkerIDRequired)
 	}
-	wid, ok := domain.ParseID(raw)
+	wid, ok := domain.ParseID(cl.WorkerID)
 	if !ok {
 		return fail(http.StatusNotFound, msgWorkerNotFound)
 	}
@@ -106,6 +212,37 @@ func (s *Server) unregister(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true, "message": "Worker unregistered", "builds_reassigned": n})
+}
+
+// abandonRequest is the body of POST /api/workers/abandon.
+type abandonRequest struct {
+	BuildID  string `json:"build_id"`
+	WorkerID string `json:"worker_id"`
+	Reason   string `json:"reason"`
+}
+
+// abandon is POST /api/workers/abandon (§4.16): the worker gives its build
+// back; it counts an attempt, as a timeout does.
+func (s *Server) abandon(c echo.Context) error {
+	var req abandonRequest
+	if _, err := readJSON(c, &req); err != nil {
+		return err
+	}
+	cl := callerOf(c)
+	if err := settleClaim(&cl, req.WorkerID, ""); err != nil {
+		return err
+	}
+	if req.BuildID == "" || cl.WorkerID == "" {
+		return fail(http.StatusBadRequest, msgUploadIDsRequired)
+	}
+	bid, ok := domain.ParseID(req.BuildID)
+	if !ok {
+		return fail(http.StatusNotFound, msgBuildNotFound)
+	}
+	if _, err := s.queue.Abandon(c.Request().Context(), bid, claimedID(cl.WorkerID), req.Reason); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "message": "Build requeued successfully"})
 }
 
 // loadWorker resolves a worker id parameter: 404 Worker not found for a

@@ -63,26 +63,36 @@ func (s *Server) routes() []*route {
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/retry"}, handle: s.retry, access: adminOrToken, fail: msgRetryFailed},
 
 		// Workers (§4).
-		{method: http.MethodPost, paths: []string{"/api/workers/register"}, handle: s.register, access: adminOnly, fail: msgRegisterFailed},
+		{method: http.MethodPost, paths: []string{"/api/workers/register"}, handle: s.register, access: workerKeyOnly, fail: msgRegisterFailed},
 		{method: http.MethodGet, paths: []string{"/api/workers/poll"}, handle: s.poll, access: pollingWorker, fail: msgPollFailed},
-		{method: http.MethodGet, paths: []string{"/api/builds/:id/source"}, handle: s.workerSource, access: assigneeByHeader,
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/source"}, handle: s.workerSource, access: assigneeFiles,
 			fail: msgReadSourceFailed, notMine: msgWorkerNotAuthorized},
-		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs"}, handle: s.workerCerts, access: assigneeByHeader,
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs"}, handle: s.workerCerts, access: assigneeFiles,
 			fail: msgReadCertsFailed, notMine: msgWorkerNotAuthorized},
-		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs-secure"}, handle: s.certsSecure, access: assigneeByHeaders,
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/certs-secure"}, handle: s.certsSecure, access: assigneeCerts,
 			fail: msgCertsSecureFailed, notMine: msgWorkerNotAssigned},
-		{method: http.MethodPost, paths: []string{"/api/builds/:id/logs"}, handle: s.postLogs, access: assigneeByHeader,
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/logs"}, handle: s.postLogs, access: assigneeFiles,
 			fail: msgAddLogFailed, notMine: msgWorkerNotAuthorized},
-		{method: http.MethodPost, paths: []string{"/api/builds/:id/heartbeat"}, handle: s.heartbeat, access: assigneeByQuery,
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/heartbeat"}, handle: s.heartbeat, access: assigneeBeat,
 			fail: msgHeartbeatFailed, notMine: msgNotAssignedToWorker},
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/telemetry"}, handle: s.telemetry, access: telemetryCaller,
 			fail: msgTelemetryFailed, notMine: msgWorkerNotAssigned},
-		{method: http.MethodPost, paths: []string{"/api/workers/upload", "/api/workers/result"}, handle: s.upload, access: adminOnly,
+		{method: http.MethodPost, paths: []string{"/api/workers/upload", "/api/workers/result"}, handle: s.upload, access: workerCaller,
 			fail: msgUploadFailed, notMine: msgNotAssignedToWorker},
 		{method: http.MethodPost, paths: []string{"/api/workers/:id/unregister", "/api/workers/unregister"}, handle: s.unregister,
-			access: adminOnly, fail: msgUnregisterFailed},
+			access: workerCaller, fail: msgUnregisterFailed},
+		{method: http.MethodPost, paths: []string{"/api/workers/abandon"}, handle: s.abandon, access: workerCaller,
+			fail: msgAbandonFailed, notMine: msgNotAssignedToWorker},
 		{method: http.MethodGet, paths: []string{"/api/workers/:id/stats"}, handle: s.workerStats, access: adminOnly, fail: msgWorkerStatsFailed},
-		{method: http.MethodPost, paths: []string{"/api/diagnostics/report"}, handle: s.addDiagnostic, access: adminOnly, fail: msgSaveDiagFailed},
+		{method: http.MethodPost, paths: []string{"/api/diagnostics/report"}, handle: s.addDiagnostic, access: workerKeyOnly, fail: msgSaveDiagFailed},
+
+		// The build VM of the newer worker generation (§4.13, §4.14).
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/authenticate"}, handle: s.authenticate, access: public,
+			fail: msgAuthenticateFailed},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/vm-ready"}, handle: s.vmReady, access: vmOnly, fail: msgVMReadyFailed},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/vm-status"}, handle: s.vmStatus, access: public, fail: msgVMStatusFailed},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/artifact"}, handle: s.artifact, access: artifactor,
+			fail: msgUploadFailed, notMine: msgNotAssignedToWorker},
 		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id"}, handle: s.listDiagnostics, access: adminOnly, fail: msgFetchDiagFailed},
 		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id/latest"}, handle: s.latestDiagnostic, access: adminOnly, fail: msgFetchDiagFailed},
 
@@ -131,7 +141,8 @@ func (s *Server) echo() *echo.Echo {
 }
 
 // RouteInfo is one registered route and the name of its access rule
-// ("public", "key", "keyOrToken", "worker"), for the auth-matrix test.
+// ("public", "key", "keyOrToken", "workerKey", "worker", "assignee", "vm"),
+// for the auth-matrix test.
 type RouteInfo struct {
 	Method, Path, Access string
 }

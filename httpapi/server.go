@@ -31,7 +31,9 @@ import (
 type Queue interface {
 	Submit(ctx context.Context, sub queue.Submission) (queue.Submitted, error)
 	RetryWith(ctx context.Context, originalID string, opts queue.RetryOptions) (queue.Submitted, error)
-	Poll(ctx context.Context, workerID string) (*queue.Job, error)
+	PollWait(ctx context.Context, workerID string, wait time.Duration) (*queue.Job, error)
+	Release()
+	Abandon(ctx context.Context, buildID, workerID, reason string) (domain.TimeoutOutcome, error)
 	Seen(ctx context.Context, workerID string) error
 	Register(ctx context.Context, reg store.Registration) (domain.Worker, bool, error)
 	Cancel(ctx context.Context, buildID string) (domain.Build, error)
@@ -63,6 +65,14 @@ type Store interface {
 	ListWorkers(ctx context.Context) ([]domain.Worker, error)
 	AddDiagnostic(ctx context.Context, d domain.Diagnostic) error
 	Diagnostics(ctx context.Context, workerID string, limit int) ([]domain.Diagnostic, error)
+	// The newer worker generation's tokens.
+	WorkerByToken(ctx context.Context, digest []byte, now int64) (string, int64, error)
+	RotateWorkerToken(ctx context.Context, workerID string, old []byte, next store.TokenGrant, now, graceUntil int64) error
+	IssueOTP(ctx context.Context, buildID, workerID string, otp store.TokenGrant) error
+	RedeemOTP(ctx context.Context, buildID string, otp []byte, vm store.TokenGrant, now int64) error
+	BuildByAssignmentToken(ctx context.Context, buildID, presented string, now int64) (domain.Build, store.AssignmentTokenKind, error)
+	MarkVMReady(ctx context.Context, buildID string, assignment int, hostToken string, now int64) (int64, error)
+	VMStatus(ctx context.Context, buildID string) (bool, int64, string, error)
 }
 
 // Files is what the HTTP layer asks of the file storage service.
@@ -75,10 +85,17 @@ type Files interface {
 // The HTTP layer's defaults: the limits of §6.2, the base image of §4.1, and
 // the timings of §5.4.
 const (
-	DefaultMaxSourceSize   = 500 << 20
-	DefaultMaxCertsSize    = 50 << 20
-	DefaultMaxResultSize   = 1 << 30
-	DefaultBaseImageID     = "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"
+	DefaultMaxSourceSize = 500 << 20
+	DefaultMaxCertsSize  = 50 << 20
+	DefaultMaxResultSize = 1 << 30
+	DefaultBaseImageID   = "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"
+	// DefaultBaseImageV2 is the image of jobs handed to token polls: the
+	// newer VM scripts, which speak the one-time-password flow (§4.15).
+	DefaultBaseImageV2 = "ghcr.io/sethwebster/expo-free-agent-base:0.1.31"
+	// Token lifetimes (§4.12, §4.13).
+	DefaultWorkerTokenTTL  = time.Hour
+	DefaultOTPTTL          = 10 * time.Minute
+	DefaultVMTokenTTL      = 6 * time.Hour
 	DefaultDrainTimeout    = 30 * time.Second // graceful shutdown
 	DefaultHeaderTimeout   = 10 * time.Second // reading request headers
 	DefaultBodyReadTimeout = 30 * time.Second // a request body that sends nothing for this long is cut off
@@ -88,6 +105,9 @@ const (
 	maxJSONBody   = 1 << 20
 	maxTextPart   = 64 << 10
 	maxPartHeader = 8 << 10 // the headers of one multipart part
+
+	tokenRotationGrace   = 5 * time.Minute  // a rotated worker token stays valid this long
+	afterCompletionGrace = 10 * time.Minute // the last assignee's heartbeats after a success
 
 	// Keyless telemetry (§4.7): per build, 50 at once, then 5 per second.
 	keylessTelemetryInterval = 200 * time.Millisecond
@@ -110,7 +130,12 @@ const (
 type Config struct {
 	Addr            string // host:port; port 0 picks a free one
 	APIKey          string
+	WorkerKey       string // optional: opens the worker routes only (§4.17)
 	BaseImageID     string
+	BaseImageV2     string // the image of jobs handed to token polls
+	WorkerTokenTTL  time.Duration
+	OTPTTL          time.Duration
+	VMTokenTTL      time.Duration
 	MaxSourceSize   int64
 	MaxCertsSize    int64
 	MaxResultSize   int64
@@ -135,6 +160,8 @@ type Server struct {
 	e      *echo.Echo
 	table  []*route
 	keySum [sha256.Size]byte
+	// workerKeySum is the worker key's digest (unused without a worker key).
+	workerKeySum [sha256.Size]byte
 
 	stats   statsCache
 	retries *rateLimiter // the pace of build-token retries, per retry chain
@@ -168,11 +195,18 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	if cfg.BaseImageID == "" {
 		cfg.BaseImageID = DefaultBaseImageID
 	}
+	if cfg.BaseImageV2 == "" {
+		cfg.BaseImageV2 = DefaultBaseImageV2
+	}
+	orDefault(&cfg.WorkerTokenTTL, DefaultWorkerTokenTTL)
+	orDefault(&cfg.OTPTTL, DefaultOTPTTL)
+	orDefault(&cfg.VMTokenTTL, DefaultVMTokenTTL)
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
 	s := &Server{cfg: cfg, queue: q, store: st, files: fs, log: log,
-		keySum: sha256.Sum256([]byte(cfg.APIKey)), ready: make(chan struct{}), started: make(chan error, 1)}
+		keySum: sha256.Sum256([]byte(cfg.APIKey)), workerKeySum: sha256.Sum256([]byte(cfg.WorkerKey)),
+		ready: make(chan struct{}), started: make(chan error, 1)}
 	s.retries = newRateLimiter(retryEvery, retryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.metrics = newMetrics(st, q)
 	s.keylessTelemetry = newRateLimiter(keylessTelemetryInterval, keylessTelemetryBurst, rateLimitKeys, cfg.Clock.Now)
@@ -258,6 +292,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return err
 	case <-ctx.Done():
+		s.queue.Release()
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
@@ -272,6 +307,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // Drain stops accepting connections and waits, within ctx, for in-flight
 // requests to finish. The server does not start again.
 func (s *Server) Drain(ctx context.Context) error {
+	s.queue.Release() // held polls answer at once instead of holding the drain
 	s.mu.Lock()
 	s.drained = true
 	srv := s.srv

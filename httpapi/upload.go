@@ -13,11 +13,13 @@ import (
 // uploadFields are the text parts of an upload.
 var uploadFields = []string{"build_id", "worker_id", "success", "error_message"}
 
-// upload is POST /api/workers/upload (§4.8). The text parts come first in
-// every client, so the ownership checks run when the result's first byte
-// arrives and a refused file is never stored; the file streams to a
-// temporary file, and the queue manager commits it only for the current
-// assignee.
+// upload is POST /api/workers/upload (§4.8). Parts come in any order. When
+// the build and the worker are known as the result's first byte arrives
+// (the older clients send the text parts first), the ownership checks run
+// then and a refused file is never stored; otherwise the file streams to an
+// unnamed temporary and the checks run when the body ends, a refused file
+// being discarded. The queue manager commits the result only for the current
+// assignee. With a worker token, the token names the worker.
 func (s *Server) upload(c echo.Context) error {
 	var target *uploadTarget
 	f, err := s.readForm(c, formSpec{
@@ -25,8 +27,15 @@ func (s *Server) upload(c echo.Context) error {
 		fields: uploadFields,
 		files: map[string]fileSpec{"result": {kind: files.KindResult, limit: s.cfg.MaxResultSize, tooLarge: msgResultTooLarge,
 			begin: func(text map[string]string) (func(int64), error) {
+				if text["build_id"] == "" || (text["worker_id"] == "" && callerOf(c).Kind != WorkerToken) {
+					return nil, errCheckLater
+				}
 				var err error
 				if target, err = s.uploadChecks(c, text, true); err != nil {
+					target = nil
+					if callerOf(c).Kind == WorkerToken && text["worker_id"] == "" {
+						return nil, errCheckLater // a worker_id after the file may refuse it otherwise
+					}
 					return nil, err
 				}
 				return s.livenessDuringUpload(c, target), nil
@@ -36,8 +45,12 @@ func (s *Server) upload(c echo.Context) error {
 		return err
 	}
 	defer f.discard()
-	if target == nil { // no file: the checks run now
-		if target, err = s.uploadChecks(c, f.text, false); err != nil {
+	if target == nil { // no file, or the file came first: the checks run now
+		if target, err = s.uploadChecks(c, f.text, f.files["result"] != nil); err != nil {
+			return err
+		}
+	} else if cl := callerOf(c); cl.Kind == WorkerToken { // a worker_id after the file must match the token too
+		if err := settleClaim(&cl, f.text["worker_id"], ""); err != nil {
 			return err
 		}
 	}
@@ -61,10 +74,15 @@ type uploadTarget struct {
 	noop              bool
 }
 
-// uploadChecks applies checks 6–9 of §4.8 to the text parts and records the
+// uploadChecks applies checks 6–9 of §4.8 to the text parts (a worker
+// token stands for worker_id, which must then match it) and records the
 // worker as seen.
 func (s *Server) uploadChecks(c echo.Context, text map[string]string, hasFile bool) (*uploadTarget, error) {
-	if text["build_id"] == "" || text["worker_id"] == "" {
+	cl := callerOf(c)
+	if err := settleClaim(&cl, text["worker_id"], ""); err != nil {
+		return nil, err
+	}
+	if text["build_id"] == "" || cl.WorkerID == "" {
 		return nil, fail(http.StatusBadRequest, msgUploadIDsRequired)
 	}
 	ctx := c.Request().Context()
@@ -76,7 +94,7 @@ func (s *Server) uploadChecks(c echo.Context, text map[string]string, hasFile bo
 	if err != nil {
 		return nil, err
 	}
-	wid, ok := domain.ParseID(text["worker_id"])
+	wid, ok := domain.ParseID(cl.WorkerID)
 	if !ok {
 		return nil, fail(http.StatusNotFound, msgWorkerNotFound)
 	}

@@ -31,7 +31,8 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 			return ErrConflict
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
-			started_at = ?, last_activity_at = ?, progress = NULL
+			started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
+			vm_ready_at = NULL, host_token = NULL
 			WHERE id = ? AND status = 'pending'`, workerID, now, now, buildID)
 		if err != nil {
 			return err
@@ -162,30 +163,16 @@ func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cuto
 		} else if err != nil {
 			return err
 		}
-		decision := domain.DecideTimeout(b.Attempts, maxAttempts)
-		outcome = decision.Outcome
-		n := decision.Attempt
-		if outcome == domain.TimeoutRequeued {
-			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', attempts = ?,
-				worker_id = NULL, started_at = NULL, last_activity_at = NULL, progress = NULL
-				WHERE id = ?`, n, buildID)
-			if err == nil {
-				err = appendLog(ctx, tx, buildID, now, domain.LevelWarn, fmt.Sprintf(
-					"Build timeout - worker stopped responding; requeued (attempt %d of %d)", n, maxAttempts))
-			}
-		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', attempts = ?,
-				worker_id = NULL, completed_at = ?, last_activity_at = NULL,
-				error_message = 'Build timeout - worker stopped responding' WHERE id = ?`, n, now, buildID)
-			if err == nil {
-				err = appendLog(ctx, tx, buildID, now, domain.LevelError, fmt.Sprintf(
-					"Build timeout - worker %s stopped responding; failed after %d of %d attempts", name, n, maxAttempts))
-			}
-		}
-		if err != nil {
-			return err
-		}
-		return releaseWorker(ctx, tx, workerID)
+		outcome, err = endAttempt(ctx, tx, b, now, maxAttempts, attemptEnd{
+			requeueLog: func(n int) string {
+				return fmt.Sprintf("Build timeout - worker stopped responding; requeued (attempt %d of %d)", n, maxAttempts)
+			},
+			failure: "Build timeout - worker stopped responding",
+			failLog: func(n int) string {
+				return fmt.Sprintf("Build timeout - worker %s stopped responding; failed after %d of %d attempts", name, n, maxAttempts)
+			},
+		})
+		return err
 	})
 	if err != nil {
 		return domain.TimeoutNone, err
@@ -193,8 +180,81 @@ func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cuto
 	return outcome, nil
 }
 
+// AbandonBuild is a worker giving up its build: like a timeout it counts an
+// attempt (domain.DecideTimeout), so a build every worker gives up on ends
+// failed; the build goes back to pending at its place or fails, and the
+// worker becomes idle. It returns ErrNotFound, or ErrNotAssignee when the
+// worker does not hold the build.
+func (s *Store) AbandonBuild(ctx context.Context, buildID, workerID, reason string, now int64, maxAttempts int) (domain.TimeoutOutcome, error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	outcome := domain.TimeoutNone
+	err := s.tx(ctx, "abandon build", func(tx *sql.Tx) error {
+		b, err := getBuild(ctx, tx, buildID)
+		if err != nil {
+			return err
+		}
+		if !b.AssignedTo(workerID) {
+			return ErrNotAssignee
+		}
+		name, err := workerName(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		what := domain.Clip("Build abandoned by worker "+name+": "+reason, domain.MaxErrorMessage)
+		outcome, err = endAttempt(ctx, tx, b, now, maxAttempts, attemptEnd{
+			requeueLog: func(int) string { return what },
+			failure:    what,
+			failLog: func(n int) string {
+				return fmt.Sprintf("%s; failed after %d of %d attempts", what, n, maxAttempts)
+			},
+		})
+		return err
+	})
+	if err != nil {
+		return domain.TimeoutNone, err
+	}
+	return outcome, nil
+}
+
+// attemptEnd is what an assignment that ends without a result logs.
+type attemptEnd struct {
+	requeueLog func(attempt int) string // warn log when requeued
+	failure    string                   // the build's error message when failed
+	failLog    func(attempt int) string // error log when failed
+}
+
+// endAttempt ends the running build b's assignment without a result,
+// counting an attempt: requeued at its place while attempts remain, else
+// failed (domain.DecideTimeout); its worker becomes idle.
+func endAttempt(ctx context.Context, tx *sql.Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
+	decision := domain.DecideTimeout(b.Attempts, maxAttempts)
+	n := decision.Attempt
+	var err error
+	if decision.Outcome == domain.TimeoutRequeued {
+		_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', attempts = ?,
+			worker_id = NULL, started_at = NULL, last_activity_at = NULL, progress = NULL
+			WHERE id = ?`, n, b.ID)
+		if err == nil {
+			err = appendLog(ctx, tx, b.ID, now, domain.LevelWarn, e.requeueLog(n))
+		}
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', attempts = ?,
+			worker_id = NULL, completed_at = ?, last_activity_at = NULL,
+			error_message = ? WHERE id = ?`, n, now, e.failure, b.ID)
+		if err == nil {
+			err = appendLog(ctx, tx, b.ID, now, domain.LevelError, e.failLog(n))
+		}
+	}
+	if err != nil {
+		return domain.TimeoutNone, err
+	}
+	return decision.Outcome, releaseWorker(ctx, tx, *b.WorkerID)
+}
+
 // RequeueOnUnregister returns the worker's running build, if any, to pending
-// (attempts unchanged) with a warn log, and marks the worker offline. It
+// (attempts unchanged) with a warn log, marks the worker offline and revokes
+// its tokens. It
 // returns the requeued build id ("" if none), or ErrWorkerNotFound.
 func (s *Store) RequeueOnUnregister(ctx context.Context, workerID string, now int64) (string, error) {
 	ctx, cancel := s.opContext(ctx)
@@ -215,7 +275,10 @@ func (s *Store) RequeueOnUnregister(ctx context.Context, workerID string, now in
 				return err
 			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'offline' WHERE id = ?`, workerID)
+		if _, err = tx.ExecContext(ctx, `UPDATE workers SET status = 'offline' WHERE id = ?`, workerID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM worker_tokens WHERE worker_id = ?`, workerID) // revoked
 		return err
 	})
 	if err != nil {

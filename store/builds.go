@@ -11,7 +11,8 @@ import (
 
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
 	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
-	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id`
+	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id,
+	assignment, vm_ready_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -21,18 +22,19 @@ func scanBuild(r scanner) (domain.Build, error) {
 		workerID, errMsg, certs, result, sha, original sql.NullString
 		root                                           sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
+		vmReady                                        sql.NullInt64
 		progress                                       sql.NullFloat64
 	)
 	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
-		&result, &resultSize, &sha, &b.TokenHash, &original, &root)
+		&result, &resultSize, &sha, &b.TokenHash, &original, &root, &b.Assignment, &vmReady)
 	if err != nil {
 		return domain.Build{}, err
 	}
 	b.WorkerID, b.ErrorMessage, b.CertsPath = ptrString(workerID), ptrString(errMsg), ptrString(certs)
 	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
 	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
-	b.ResultSize, b.RootBuildID = ptrInt(resultSize), ptrString(root)
+	b.ResultSize, b.RootBuildID, b.VMReadyAt = ptrInt(resultSize), ptrString(root), ptrInt(vmReady)
 	if progress.Valid {
 		p := progress.Float64
 		b.Progress = &p

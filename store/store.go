@@ -42,6 +42,14 @@ var (
 	// ErrRetryLimit means a retry's chain already holds NewBuild.MaxChain
 	// retries; nothing was written.
 	ErrRetryLimit = errors.New("store: retry limit reached")
+	// ErrBadToken means a presented token is unknown, expired, revoked, or
+	// not of the addressed build's current assignment.
+	ErrBadToken = errors.New("store: invalid or expired token")
+	// ErrOTPInvalid means no unused one-time password of the build's
+	// current assignment matches.
+	ErrOTPInvalid = errors.New("store: invalid one-time password")
+	// ErrOTPExpired means the one-time password matches but has expired.
+	ErrOTPExpired = errors.New("store: one-time password expired")
 	// ErrTimeout means the operation did not finish within its deadline or
 	// its context was cancelled. (SQLite's busy wait for a lock held by
 	// another process — a backup, the sqlite3 shell — is bounded by the busy
@@ -323,7 +331,8 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 }
 
 func isTyped(err error) bool {
-	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrTimeout, ErrInternal} {
+	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
+		ErrTimeout, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
 		}

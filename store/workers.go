@@ -34,12 +34,22 @@ type Registration struct {
 	Name         string
 	Capabilities string // JSON object
 	Now          int64
+	// Token is the worker token minted for this registration: it replaces
+	// every earlier token of the worker.
+	Token TokenGrant
+}
+
+// TokenGrant is a token to store: its digest and when it expires (epoch ms).
+type TokenGrant struct {
+	Digest    []byte
+	ExpiresAt int64
 }
 
 // RegisterWorker re-registers the worker named by r.ID if it exists (keeping
 // id, counters and first-registration time; replacing name and capabilities;
 // building if it holds a running build, else idle), and otherwise creates a
-// new idle worker with a fresh id. It reports whether a worker was created.
+// new idle worker with a fresh id. Either way r.Token (if set) becomes the
+// worker's only token. It reports whether a worker was created.
 func (s *Store) RegisterWorker(ctx context.Context, r Registration) (domain.Worker, bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
@@ -62,16 +72,20 @@ func (s *Store) RegisterWorker(ctx context.Context, r Registration) (domain.Work
 			if n, err := res.RowsAffected(); err != nil {
 				return err
 			} else if n == 1 {
-				w, err = scanWorker(tx.QueryRowContext(ctx, `SELECT `+workerColumns+` FROM workers WHERE id = ?`, r.ID))
-				return err
+				if w, err = scanWorker(tx.QueryRowContext(ctx, `SELECT `+workerColumns+` FROM workers WHERE id = ?`, r.ID)); err != nil {
+					return err
+				}
+				return grantWorkerToken(ctx, tx, w.ID, r.Token)
 			}
 		}
 		created = true
 		w = domain.Worker{ID: uuid.NewString(), Name: r.Name, Capabilities: r.Capabilities, Status: domain.WorkerIdle,
 			RegisteredAt: r.Now, LastSeenAt: r.Now}
-		_, err := tx.ExecContext(ctx, `INSERT INTO workers (id, name, capabilities, status, registered_at,
-			last_seen_at) VALUES (?, ?, ?, 'idle', ?, ?)`, w.ID, w.Name, w.Capabilities, r.Now, r.Now)
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO workers (id, name, capabilities, status, registered_at,
+			last_seen_at) VALUES (?, ?, ?, 'idle', ?, ?)`, w.ID, w.Name, w.Capabilities, r.Now, r.Now); err != nil {
+			return err
+		}
+		return grantWorkerToken(ctx, tx, w.ID, r.Token)
 	})
 	if err != nil {
 		return domain.Worker{}, false, err

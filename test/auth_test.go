@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/expo-free-agent/controller/cmd/app"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,31 +38,42 @@ func allEndpoints(buildID, workerID string) []endpoint {
 	}
 }
 
-// expectedAccess is the auth class every route must have (docs/API.md §1.2),
-// aliases included: public, key (the admin key), keyOrToken (the key or the
-// addressed build's token) or worker (the key and a claimed worker; for
-// telemetry also no credential at all, which is refused with the key's 401
-// when the claim names nothing).
+// expectedAccess is the auth class every route must have (docs/API.md §1.2,
+// §4.12–§4.17), aliases included: public; key (the admin key); keyOrToken
+// (the admin key or the addressed build's token); workerKey (the admin or
+// worker key); worker (either key with a claimed worker, or a worker
+// token); assignee (as worker, and a VM token of the build; heartbeat and
+// telemetry also its host token); vm (a VM token only).
 var expectedAccess = map[string]string{
 	"GET /health": "public", "GET /api/health": "public", "GET /api/stats": "public",
 	"GET /api/stats/": "public", "GET /public/stats": "public", "GET /": "public",
 	"GET /dashboard/fragment": "public", "GET /dashboard/assets/:name": "public",
 	"GET /builds/:id": "public", "GET /builds/:id/logs.json": "public",
+	"POST /api/builds/:id/authenticate": "public", "GET /api/builds/:id/vm-status": "public",
 	"POST /api/builds/submit": "key", "POST /api/builds": "key", "GET /api/builds": "key",
-	"GET /api/builds/active":     "key",
-	"POST /api/workers/register": "key", "GET /api/workers/poll": "key",
-	"POST /api/workers/upload": "key", "POST /api/workers/result": "key",
-	"POST /api/workers/:id/unregister": "key", "POST /api/workers/unregister": "key",
-	"GET /api/workers/:id/stats":   "key",
-	"POST /api/diagnostics/report": "key", "GET /api/diagnostics/:worker_id": "key",
-	"GET /api/diagnostics/:worker_id/latest": "key", "GET /metrics": "key",
+	"GET /api/builds/active": "key", "GET /api/workers/:id/stats": "key",
+	"GET /api/diagnostics/:worker_id": "key", "GET /api/diagnostics/:worker_id/latest": "key", "GET /metrics": "key",
 	"GET /api/builds/:id/status": "keyOrToken", "GET /api/builds/:id": "keyOrToken",
 	"GET /api/builds/:id/logs": "keyOrToken", "GET /api/builds/:id/download": "keyOrToken",
 	"GET /api/builds/:id/download/:type": "keyOrToken",
 	"POST /api/builds/:id/cancel":        "keyOrToken", "POST /api/builds/:id/retry": "keyOrToken",
-	"GET /api/builds/:id/source": "worker", "GET /api/builds/:id/certs": "worker",
-	"GET /api/builds/:id/certs-secure": "worker", "POST /api/builds/:id/logs": "worker",
-	"POST /api/builds/:id/heartbeat": "worker", "POST /api/builds/:id/telemetry": "worker",
+	"POST /api/workers/register": "workerKey", "POST /api/diagnostics/report": "workerKey",
+	"GET /api/workers/poll": "worker", "POST /api/workers/upload": "worker", "POST /api/workers/result": "worker",
+	"POST /api/workers/:id/unregister": "worker", "POST /api/workers/unregister": "worker",
+	"POST /api/workers/abandon":  "worker",
+	"GET /api/builds/:id/source": "assignee", "GET /api/builds/:id/certs": "assignee",
+	"GET /api/builds/:id/certs-secure": "assignee", "POST /api/builds/:id/logs": "assignee",
+	"POST /api/builds/:id/heartbeat": "assignee", "POST /api/builds/:id/telemetry": "assignee",
+	"POST /api/builds/:id/artifact": "assignee",
+	"POST /api/builds/:id/vm-ready": "vm",
+}
+
+// credentialRefusals are the answers that refuse a credential (as opposed
+// to what the route says once it admitted the caller).
+var credentialRefusals = map[string]bool{
+	"Missing X-API-Key header": true, "Invalid API key": true, "Missing X-API-Key or X-Build-Token header": true,
+	"Invalid or expired build token": true, "Invalid or expired worker token": true,
+	"Invalid or expired VM token": true, "Missing X-VM-Token header": true,
 }
 
 // concrete fills a route pattern with real ids and adds the worker claim
@@ -74,16 +86,36 @@ func concrete(pattern, buildID, workerID string) string {
 	return strings.Replace(p, ":id", buildID, 1) + "?worker_id=" + workerID
 }
 
+// matrixFixture is one controller with a build ("mine") assigned to a
+// worker of the newer generation whose VM is ready, and every kind of
+// credential for it.
+type matrixFixture struct {
+	c                                  *Controller
+	mine, other                        Submitted
+	worker, workerToken, vm, hostToken string
+}
+
+func newMatrixFixture(t *testing.T) *matrixFixture {
+	c := Start(t, WithConfig(func(cfg *app.Config) { cfg.WorkerKey = testWorkerKey }))
+	f := &matrixFixture{c: c, mine: c.Submit("ios", []byte("mine"), DefaultCerts(t))}
+	f.other = c.Submit("ios", []byte("other"), nil)
+	f.worker, f.workerToken = c.RegisterV2("auth-worker")
+	job := c.PollToken(f.workerToken)["job"].(map[string]any)
+	require.Equal(t, f.mine.ID, job["id"])
+	f.vm = c.Authenticate(f.mine.ID, job["otp"].(string))
+	f.hostToken = c.HostToken(f.mine.ID, f.vm)
+	return f
+}
+
 // TestAuthMatrix walks the controller's route table: every route has the
-// access rule it must have, and answers no credentials, a wrong key, another
-// build's token and the right build's token alone as that rule says.
+// access rule it must have, and answers every kind of caller — none, a wrong
+// key, the worker key, a build token (another build's and its own), a worker
+// token (valid and not), a VM token, a host token, a bad X-VM-Token — as
+// that rule says. Each route gets a fresh controller, so what one admitted
+// call does (a cancel, an unregister) cannot change another's answers.
 func TestAuthMatrix(t *testing.T) {
 	t.Parallel()
-	c := Start(t)
-	mine := c.Submit("ios", []byte("mine"), DefaultCerts(t))
-	other := c.Submit("ios", []byte("other"), nil)
-	w := c.Register("auth-worker")
-	routes := c.App.HTTP.Routes()
+	routes := Start(t).App.HTTP.Routes()
 	walked := map[string]bool{}
 	for _, rt := range routes {
 		name := rt.Method + " " + rt.Path
@@ -91,41 +123,23 @@ func TestAuthMatrix(t *testing.T) {
 		class, ok := expectedAccess[name]
 		require.True(t, ok, "route %s is not in the auth matrix", name)
 		require.Equal(t, class, rt.Access, "route %s has the wrong access rule", name)
-		path := concrete(rt.Path, mine.ID, w)
-		do := func(h H) Response { return c.Do(rt.Method, path, nil, h) }
 		t.Run(name, func(t *testing.T) {
-			none, wrong := do(nil), do(H{"X-API-Key": "wrong-key-wrong-key"})
-			otherToken, ownToken := do(H{"X-Build-Token": other.Token}), do(H{"X-Build-Token": mine.Token})
-			switch class {
-			case "public":
-				for _, r := range []Response{none, wrong, otherToken} {
-					require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
-				}
-			case "key", "worker":
-				require.Equal(t, http.StatusUnauthorized, none.Status)
-				require.Equal(t, "Missing X-API-Key header", none.Error(t))
-				require.Equal(t, http.StatusForbidden, wrong.Status)
-				require.Equal(t, "Invalid API key", wrong.Error(t))
-				// A token opens nothing but its own build's key-or-token endpoints.
-				require.Equal(t, http.StatusUnauthorized, ownToken.Status)
-				require.Equal(t, "Missing X-API-Key header", ownToken.Error(t))
-			case "keyOrToken":
-				require.Equal(t, http.StatusUnauthorized, none.Status)
-				require.Equal(t, "Missing X-API-Key or X-Build-Token header", none.Error(t))
-				require.Equal(t, http.StatusForbidden, wrong.Status)
-				require.Equal(t, "Invalid API key", wrong.Error(t))
-				require.Equal(t, http.StatusForbidden, otherToken.Status)
-				require.Equal(t, "Invalid or expired build token", otherToken.Error(t))
-				require.NotEqual(t, http.StatusUnauthorized, ownToken.Status)
-				require.NotEqual(t, http.StatusForbidden, ownToken.Status, "%s", ownToken.Body)
-				// The CLI sends a stale key next to the token: the token wins.
-				both := do(H{"X-API-Key": "stale-key-stale-key", "X-Build-Token": mine.Token})
-				require.NotContains(t, []int{http.StatusUnauthorized, http.StatusForbidden}, both.Status, "%s", both.Body)
-				// A wrong key next to another build's token.
-				wk := do(H{"X-API-Key": "stale-key-stale-key", "X-Build-Token": other.Token})
-				require.Equal(t, http.StatusForbidden, wk.Status)
-				require.Equal(t, "Invalid API key", wk.Error(t))
+			t.Parallel()
+			f := newMatrixFixture(t)
+			path := concrete(rt.Path, f.mine.ID, f.worker)
+			do := func(h H) Response { return f.c.Do(rt.Method, path, nil, h) }
+			refused := func(r Response, status int, msg string, who string) {
+				t.Helper()
+				require.Equal(t, status, r.Status, "%s: %s", who, r.Body)
+				require.Equal(t, msg, r.Error(t), who)
 			}
+			admitted := func(r Response, who string) {
+				t.Helper()
+				if r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden {
+					require.False(t, credentialRefusals[r.Error(t)], "%s refused: %s", who, r.Body)
+				}
+			}
+			f.checkClass(t, class, name, do, refused, admitted)
 		})
 	}
 	for name := range expectedAccess {
@@ -133,6 +147,77 @@ func TestAuthMatrix(t *testing.T) {
 	}
 }
 
+// checkClass sends one route every kind of caller and checks the answers
+// of its class.
+func (f *matrixFixture) checkClass(t *testing.T, class, route string, do func(H) Response,
+	refused func(Response, int, string, string), admitted func(Response, string)) {
+	t.Helper()
+	none, wrong := do(nil), do(H{"X-API-Key": "wrong-key-wrong-key"})
+	// The worker token before the worker key: an admitted unregister revokes it.
+	wt, badWT := do(H{"X-Worker-Token": f.workerToken}), do(H{"X-Worker-Token": "not-a-worker-token"})
+	workerKey := do(H{"X-API-Key": testWorkerKey})
+	otherToken, ownToken := do(H{"X-Build-Token": f.other.Token}), do(H{"X-Build-Token": f.mine.Token})
+	vm, host, badVM := do(H{"X-VM-Token": f.vm}), do(H{"X-VM-Token": f.hostToken}), do(H{"X-VM-Token": "not-a-vm-token"})
+	const missing, invalid = "Missing X-API-Key header", "Invalid API key"
+	switch class {
+	case "public":
+		for who, r := range map[string]Response{"none": none, "wrong key": wrong, "other token": otherToken,
+			"worker token": wt, "vm token": vm} {
+			admitted(r, who)
+			require.Less(t, r.Status, 500, "%s: %s", who, r.Body)
+		}
+	case "key", "keyOrToken":
+		want := missing
+		if class == "keyOrToken" {
+			want = "Missing X-API-Key or X-Build-Token header"
+		}
+		refused(none, http.StatusUnauthorized, want, "none")
+		refused(wrong, http.StatusForbidden, invalid, "wrong key")
+		refused(workerKey, http.StatusForbidden, invalid, "worker key: least privilege")
+		for who, r := range map[string]Response{"worker token": wt, "bad worker token": badWT, "vm token": vm,
+			"host token": host, "bad vm token": badVM} {
+			refused(r, http.StatusUnauthorized, want, who+" opens no admin route")
+		}
+		if class == "key" {
+			refused(ownToken, http.StatusUnauthorized, missing, "a build token opens only its build's routes")
+		} else {
+			refused(otherToken, http.StatusForbidden, "Invalid or expired build token", "other build's token")
+			admitted(ownToken, "own build token")
+		}
+	case "workerKey", "worker", "assignee":
+		refused(none, http.StatusUnauthorized, missing, "none")
+		refused(wrong, http.StatusForbidden, invalid, "wrong key")
+		refused(ownToken, http.StatusUnauthorized, missing, "build token")
+		admitted(workerKey, "worker key")
+		if class == "workerKey" {
+			refused(wt, http.StatusUnauthorized, missing, "worker token")
+			break
+		}
+		admitted(wt, "worker token")
+		refused(badWT, http.StatusUnauthorized, "Invalid or expired worker token", "bad worker token")
+		if class == "worker" {
+			refused(vm, http.StatusUnauthorized, missing, "vm token")
+			break
+		}
+		admitted(vm, "vm token")
+		refused(badVM, http.StatusUnauthorized, "Invalid or expired VM token", "bad vm token")
+		if strings.HasSuffix(route, "/heartbeat") || strings.HasSuffix(route, "/telemetry") {
+			admitted(host, "host token")
+		} else {
+			refused(host, http.StatusUnauthorized, "Invalid or expired VM token", "a host token opens only heartbeat and telemetry")
+		}
+	case "vm":
+		for who, r := range map[string]Response{"none": none, "admin key": do(H{"X-API-Key": testKey}),
+			"worker token": wt} {
+			refused(r, http.StatusUnauthorized, "Missing X-VM-Token header", who)
+		}
+		admitted(vm, "vm token")
+		refused(host, http.StatusUnauthorized, "Invalid or expired VM token", "host token")
+		refused(badVM, http.StatusUnauthorized, "Invalid or expired VM token", "bad vm token")
+	default:
+		t.Fatalf("unknown class %q", class)
+	}
+}
 func TestKeyOrTokenOrder(t *testing.T) {
 	t.Parallel()
 	c := Start(t)

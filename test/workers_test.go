@@ -27,8 +27,14 @@ func TestRegister(t *testing.T) {
 	m := r.Object(t)
 	id := m["id"].(string)
 	require.Regexp(t, uuidRe, id)
-	require.Equal(t, map[string]any{"id": id, "status": "registered",
-		"baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"}, m)
+	// The newer workers' token (§4.12) rides along; the older ones ignore it.
+	token := m["access_token"].(string)
+	require.Regexp(t, tokenRe, token)
+	expires, err := time.Parse("2006-01-02T15:04:05.000Z", m["token_expires_at"].(string))
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now().Add(time.Hour), expires, time.Minute)
+	require.Equal(t, map[string]any{"id": id, "status": "registered", "access_token": token,
+		"token_expires_at": m["token_expires_at"], "baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"}, m)
 
 	// Re-registration by id keeps id and counters, replaces the name.
 	b := c.Submit("ios", []byte("s"), nil)
@@ -38,8 +44,10 @@ func TestRegister(t *testing.T) {
 	body["name"] = "Renamed Mac"
 	r = c.PostJSON("/api/workers/register", body, c.KeyH())
 	require.Equal(t, http.StatusOK, r.Status)
-	require.Equal(t, map[string]any{"id": id, "status": "re-registered",
-		"baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"}, r.Object(t))
+	m = r.Object(t)
+	require.Equal(t, map[string]any{"id": id, "status": "re-registered", "access_token": m["access_token"],
+		"token_expires_at": m["token_expires_at"], "baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"}, m)
+	require.NotEqual(t, token, m["access_token"], "each registration mints a new token")
 	st := c.WorkerStats(id)
 	require.Equal(t, "Renamed Mac", st["workerName"])
 	require.Equal(t, 1.0, st["successfulBuilds"])
@@ -94,11 +102,18 @@ func TestPoll(t *testing.T) {
 	a2 := c.Submit("android", []byte("a2"), nil)
 	// A build the worker cannot take does not block the ones behind it.
 	job := c.Poll(ios)
+	otp := job["otp"].(string) // every job carries a fresh one-time password for its VM (§4.13)
+	require.Regexp(t, tokenRe, otp)
 	require.Equal(t, map[string]any{"id": i1.ID, "platform": "ios", "source_url": "/api/builds/" + i1.ID + "/source",
-		"certs_url": "/api/builds/" + i1.ID + "/certs", "baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23"}, job)
-	// The same job again, unchanged, with no new log line.
+		"certs_url": "/api/builds/" + i1.ID + "/certs", "baseImageId": "ghcr.io/sethwebster/expo-free-agent-base:0.1.23",
+		"otp": otp}, job)
+	// The same job again, unchanged but for a new one-time password, with no new log line.
 	logs := len(c.LogMessages(i1.ID))
-	require.Equal(t, job, c.Poll(ios))
+	again := c.Poll(ios)
+	require.NotEqual(t, otp, again["otp"])
+	delete(job, "otp")
+	delete(again, "otp")
+	require.Equal(t, job, again)
 	require.Len(t, c.LogMessages(i1.ID), logs)
 	require.Equal(t, a1.ID, c.Poll(droid)["id"])
 	require.Equal(t, a2.ID, c.Poll(anyw)["id"])

@@ -25,6 +25,7 @@ const (
 // Store is what the monitor reads.
 type Store interface {
 	ExpiredBuilds(ctx context.Context, cutoff int64) ([]domain.Build, error)
+	PruneTokens(ctx context.Context, now int64) (int64, error)
 }
 
 // Queue is what the monitor asks of the queue manager.
@@ -45,7 +46,7 @@ type Config struct {
 // build timeout and asks the queue manager to expire each one (the queue
 // manager re-checks under its own serialization, so a heartbeat that arrives
 // in between wins), then asks it to save last-seen times and mark silent
-// workers offline.
+// workers offline, and prunes expired tokens.
 type Monitor struct {
 	store Store
 	queue Queue
@@ -122,6 +123,11 @@ func (m *Monitor) check(ctx context.Context) error {
 		}
 	}
 	if _, err := m.queue.SweepWorkers(ctx, now.Add(-m.cfg.WorkerTimeout).UnixMilli()); err != nil {
+		errs = append(errs, err)
+	}
+	// Expired worker and VM tokens and one-time passwords: refused already,
+	// deleted here so that the tables do not grow.
+	if _, err := m.store.PruneTokens(ctx, now.UnixMilli()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -27,22 +27,27 @@ func jobOf(rb *runningBuild) *Job {
 // for an unknown worker. On any other error the build keeps its place.
 func (m *Manager) Poll(ctx context.Context, workerID string) (*Job, error) {
 	return askDurable(ctx, m, func(ctx context.Context, s *state) (*Job, error) {
-		w := s.workers[workerID]
-		if w == nil {
-			return nil, store.ErrWorkerNotFound
-		}
-		if ctx.Err() != nil { // the caller is gone: hand nothing out
-			return nil, ctx.Err()
-		}
-		now := m.now()
-		if err := m.markSeen(ctx, s, w, now); err != nil {
-			return nil, err
-		}
-		if w.job != nil {
-			return jobOf(w.job), nil
-		}
-		return m.assignNext(ctx, s, w, now)
+		return m.poll(ctx, s, workerID)
 	})
+}
+
+// poll is Poll on the manager's goroutine.
+func (m *Manager) poll(ctx context.Context, s *state, workerID string) (*Job, error) {
+	w := s.workers[workerID]
+	if w == nil {
+		return nil, store.ErrWorkerNotFound
+	}
+	if ctx.Err() != nil { // the caller is gone: hand nothing out
+		return nil, ctx.Err()
+	}
+	now := m.now()
+	if err := m.markSeen(ctx, s, w, now); err != nil {
+		return nil, err
+	}
+	if w.job != nil {
+		return jobOf(w.job), nil
+	}
+	return m.assignNext(ctx, s, w, now)
 }
 
 // assignNext hands w the first pending build it accepts.

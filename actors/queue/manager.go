@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,7 @@ type Store interface {
 	CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error)
 	FinishBuild(ctx context.Context, f store.Finish) error
 	TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (domain.TimeoutOutcome, error)
+	AbandonBuild(ctx context.Context, buildID, workerID, reason string, now int64, maxAttempts int) (domain.TimeoutOutcome, error)
 	RequeueOnUnregister(ctx context.Context, workerID string, now int64) (string, error)
 	RegisterWorker(ctx context.Context, r store.Registration) (domain.Worker, bool, error)
 	SetWorkerStatus(ctx context.Context, id string, status domain.WorkerStatus, seenAt int64) error
@@ -74,6 +76,7 @@ type Config struct {
 	MaxAttempts int           // build timeouts before a build fails (domain.DefaultMaxAttempts)
 	CallTimeout time.Duration // bound of every call (DefaultCallTimeout)
 	MaxRetries  int           // retries per submitted build for build-token callers (DefaultMaxRetries)
+	MaxWaiters  int           // polls held at once (DefaultMaxWaiters)
 }
 
 // Manager is the queue manager. Every change is committed to the store
@@ -90,6 +93,10 @@ type Manager struct {
 
 	// Monotonic event counters, written by Serve, read by anyone (metrics).
 	assignments, requeues, timeouts, timeoutFailures, finishes atomic.Int64
+	waiting                                                    atomic.Int64 // held polls now
+
+	release     chan struct{} // closed by Release: held polls let go
+	releaseOnce sync.Once
 }
 
 // New returns a queue manager; it starts nothing.
@@ -100,11 +107,14 @@ func New(st Store, fs Files, clk clock.Clock, log *slog.Logger, cfg Config) *Man
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
 	}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = DefaultMaxWaiters
+	}
 	if cfg.MaxRetries <= 0 {
 		cfg.MaxRetries = DefaultMaxRetries
 	}
 	return &Manager{store: st, files: fs, clock: clk, log: log, cfg: cfg,
-		inbox: make(chan request), reload: make(chan struct{}, 1)}
+		inbox: make(chan request), reload: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
 // String names the service in supervisor logs.
@@ -197,6 +207,8 @@ func (m *Manager) Serve(ctx context.Context) error {
 		return fmt.Errorf("load queue: %w", err)
 	}
 	var current *request
+	release := m.release
+	defer s.releaseWaiters() // their goroutines must not wait for a state that is gone
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("queue manager panicked; the supervisor restarts it from the store",
@@ -214,6 +226,9 @@ func (m *Manager) Serve(ctx context.Context) error {
 			return ctx.Err()
 		case <-m.reload:
 			s.stale = true
+		case <-release:
+			s.releaseWaiters()
+			release = nil // Release is final: stop selecting on it (a nil channel blocks)
 		case req := <-m.inbox:
 			current = &req // from here a panic answers it, the reload's too
 			if s.stale {
@@ -221,6 +236,7 @@ func (m *Manager) Serve(ctx context.Context) error {
 					req.fail(fmt.Errorf("reload queue: %w", err))
 					return fmt.Errorf("reload queue: %w", err)
 				}
+				m.serveWaiters(s) // the reload may have found builds for them
 			}
 			req.run(s)
 			current = nil

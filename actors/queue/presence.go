@@ -21,6 +21,7 @@ func (m *Manager) ExpireBuild(ctx context.Context, buildID, workerID string, cut
 		if out == domain.TimeoutRequeued {
 			m.requeues.Add(1)
 			s.requeue(buildID)
+			m.serveWaiters(s)
 		} else {
 			m.timeoutFailures.Add(1)
 			s.detach(buildID)
@@ -49,6 +50,7 @@ func (m *Manager) Unregister(ctx context.Context, workerID string) (int, error) 
 		if w := s.workers[workerID]; w != nil {
 			w.status = domain.WorkerOffline
 		}
+		m.serveWaiters(s)
 		return n, nil
 	})
 }
@@ -98,5 +100,29 @@ type Stats struct {
 func (m *Manager) Stats(ctx context.Context) (Stats, error) {
 	return ask(ctx, m, func(_ context.Context, s *state) (Stats, error) {
 		return Stats{Pending: len(s.pending), Running: len(s.running), Workers: len(s.workers)}, nil
+	})
+}
+
+// Abandon is a worker giving up the build it holds (docs/API.md §4.16): like
+// a timeout it counts an attempt, so the build goes back to pending at its
+// place or, with its attempts used up, fails; the worker is freed. It returns
+// store.ErrNotFound, or store.ErrNotAssignee when the worker does not hold
+// the build.
+func (m *Manager) Abandon(ctx context.Context, buildID, workerID, reason string) (domain.TimeoutOutcome, error) {
+	return askDurable(ctx, m, func(ctx context.Context, s *state) (domain.TimeoutOutcome, error) {
+		out, err := m.store.AbandonBuild(ctx, buildID, workerID, reason, m.now(), m.cfg.MaxAttempts)
+		if err != nil {
+			return out, err
+		}
+		if out == domain.TimeoutRequeued {
+			m.requeues.Add(1)
+			s.requeue(buildID)
+			m.serveWaiters(s)
+		} else {
+			s.detach(buildID)
+		}
+		m.log.Warn("build abandoned", "build_id", buildID, "worker_id", workerID,
+			"requeued", out == domain.TimeoutRequeued)
+		return out, nil
 	})
 }

@@ -16,6 +16,7 @@ type state struct {
 	workers map[string]*workerEntry  // by worker id
 	running map[string]*runningBuild // by build id
 	seen    map[string]int64         // last-seen times not yet saved
+	waiters []*waiter                // held polls, oldest first
 	stale   bool                     // memory may disagree with the store: reload before the next request
 }
 
@@ -71,8 +72,9 @@ func (m *Manager) load(ctx context.Context, s *state) error {
 	if err != nil {
 		return err
 	}
-	seen := s.seen
+	seen, waiters := s.seen, s.waiters // held polls outlive a reload
 	*s = state{
+		waiters: waiters,
 		queued:  make(map[string]bool, len(pending)),
 		workers: make(map[string]*workerEntry, len(workers)),
 		running: make(map[string]*runningBuild, len(running)),

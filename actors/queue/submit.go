@@ -169,6 +169,7 @@ func (m *Manager) enqueue(ctx context.Context, b queuedBuild) {
 		// at assignment time (the store refuses to assign a non-pending build).
 		if s.running[b.id] == nil {
 			s.enqueue(b)
+			m.serveWaiters(s)
 		}
 		return struct{}{}, nil
 	})

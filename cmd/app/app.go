@@ -83,13 +83,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db = cfg.WrapStore(st)
 	}
 	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
-		queue.Config{MaxAttempts: cfg.MaxAttempts})
+		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters})
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
 		Addr:            net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		APIKey:          cfg.APIKey,
+		WorkerKey:       cfg.WorkerKey,
 		BaseImageID:     cfg.BaseImageID,
+		BaseImageV2:     cfg.BaseImageV2,
+		WorkerTokenTTL:  cfg.WorkerTokenTTL,
+		OTPTTL:          cfg.OTPTTL,
+		VMTokenTTL:      cfg.VMTokenTTL,
 		MaxSourceSize:   cfg.MaxSourceSize,
 		MaxCertsSize:    cfg.MaxCertsSize,
 		MaxResultSize:   cfg.MaxResultSize,

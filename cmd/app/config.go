@@ -21,6 +21,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/liveness"
+	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
 	"github.com/expo-free-agent/controller/store/domain"
 
@@ -30,22 +31,28 @@ import (
 
 // Config is the controller's configuration (docs/API.md §7).
 type Config struct {
-	Host          string
-	Port          int
-	DBPath        string
-	StoragePath   string
-	APIKey        string
-	BaseImageID   string
-	MaxSourceSize int64
-	MaxCertsSize  int64
-	MaxResultSize int64
-	BuildTimeout  time.Duration
-	WorkerTimeout time.Duration
-	MaxAttempts   int
-	LogFormat     string // text or json
-	LogLevel      string // debug, info, warn, error
-	MetricsPublic bool   // serve /metrics without the API key
-	PprofAddr     string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
+	Host           string
+	Port           int
+	DBPath         string
+	StoragePath    string
+	APIKey         string
+	WorkerKey      string // optional: opens only the worker routes
+	BaseImageID    string
+	BaseImageV2    string
+	WorkerTokenTTL time.Duration
+	OTPTTL         time.Duration
+	VMTokenTTL     time.Duration
+	MaxSourceSize  int64
+	MaxCertsSize   int64
+	MaxResultSize  int64
+	BuildTimeout   time.Duration
+	WorkerTimeout  time.Duration
+	MaxAttempts    int
+	MaxWaiters     int    // polls held at once (long-poll)
+	LogFormat      string // text or json
+	LogLevel       string // debug, info, warn, error
+	MetricsPublic  bool   // serve /metrics without the API key
+	PprofAddr      string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
 
 	// Not settable from the command line; tests inject them.
 	Clock           clock.Clock
@@ -64,10 +71,12 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Host: "0.0.0.0", Port: 3000, DBPath: "./data/controller.db", StoragePath: "./storage",
-		BaseImageID: httpapi.DefaultBaseImageID, MaxSourceSize: httpapi.DefaultMaxSourceSize,
-		MaxCertsSize: httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
+		BaseImageID: httpapi.DefaultBaseImageID, BaseImageV2: httpapi.DefaultBaseImageV2,
+		WorkerTokenTTL: httpapi.DefaultWorkerTokenTTL, OTPTTL: httpapi.DefaultOTPTTL, VMTokenTTL: httpapi.DefaultVMTokenTTL,
+		MaxSourceSize: httpapi.DefaultMaxSourceSize,
+		MaxCertsSize:  httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
 		BuildTimeout: liveness.DefaultBuildTimeout, WorkerTimeout: liveness.DefaultWorkerTimeout,
-		MaxAttempts: domain.DefaultMaxAttempts, LogFormat: "text", LogLevel: "info",
+		MaxAttempts: domain.DefaultMaxAttempts, MaxWaiters: queue.DefaultMaxWaiters, LogFormat: "text", LogLevel: "info",
 	}
 }
 
@@ -104,12 +113,18 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"db", "CONTROLLER_DB", "SQLite database file (its directory is created)", func(v string) error { cfg.DBPath = v; return nil }, cfg.DBPath},
 		{"storage", "CONTROLLER_STORAGE", "storage root for sources, certs and results", func(v string) error { cfg.StoragePath = v; return nil }, cfg.StoragePath},
 		{"api-key", "CONTROLLER_API_KEY", "admin API key (default: read from or generated into <db dir>/api-key)", func(v string) error { cfg.APIKey = v; return nil }, ""},
-		{"base-image", "BASE_IMAGE_ID", "VM base image handed to workers", func(v string) error { cfg.BaseImageID = v; return nil }, cfg.BaseImageID},
+		{"worker-key", "CONTROLLER_WORKER_KEY", "a second key that opens only the worker routes (optional; at least 16 characters, not the admin key)", func(v string) error { cfg.WorkerKey = v; return nil }, ""},
+		{"base-image", "BASE_IMAGE_ID", "VM base image handed to key-authenticated (older) workers", func(v string) error { cfg.BaseImageID = v; return nil }, cfg.BaseImageID},
+		{"base-image-v2", "BASE_IMAGE_ID_V2", "VM base image handed to token-authenticated (newer) workers", func(v string) error { cfg.BaseImageV2 = v; return nil }, cfg.BaseImageV2},
+		{"worker-token-ttl", "CONTROLLER_WORKER_TOKEN_TTL", "lifetime of a worker token (rotated by polls past half of it)", durationSetter(&cfg.WorkerTokenTTL), seconds(cfg.WorkerTokenTTL)},
+		{"otp-ttl", "CONTROLLER_OTP_TTL", "lifetime of a job's one-time password", durationSetter(&cfg.OTPTTL), seconds(cfg.OTPTTL)},
+		{"vm-token-ttl", "CONTROLLER_VM_TOKEN_TTL", "longest life of a VM token (it ends with its assignment)", durationSetter(&cfg.VMTokenTTL), seconds(cfg.VMTokenTTL)},
 		{"max-source-size", "CONTROLLER_MAX_SOURCE_SIZE", "largest source upload", sizeSetter(&cfg.MaxSourceSize), bytesize.Format(cfg.MaxSourceSize)},
 		{"max-certs-size", "CONTROLLER_MAX_CERTS_SIZE", "largest certs upload", sizeSetter(&cfg.MaxCertsSize), bytesize.Format(cfg.MaxCertsSize)},
 		{"max-result-size", "CONTROLLER_MAX_RESULT_SIZE", "largest result upload", sizeSetter(&cfg.MaxResultSize), bytesize.Format(cfg.MaxResultSize)},
 		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), seconds(cfg.BuildTimeout)},
 		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), seconds(cfg.WorkerTimeout)},
+		{"max-waiters", "CONTROLLER_MAX_WAITERS", "worker polls held at once by ?wait= (beyond, a poll is answered at once)", intSetter(&cfg.MaxWaiters), strconv.Itoa(cfg.MaxWaiters)},
 		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), strconv.Itoa(cfg.MaxAttempts)},
 		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), cfg.LogFormat},
 		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), cfg.LogLevel},
@@ -168,8 +183,16 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	return cfg, nil
 }
 
-// seconds writes a duration the way --help shows it: "300s".
-func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+// seconds writes a duration the way --help shows it: "300s", "1h", "10m".
+func seconds(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	case d > 5*time.Minute && d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
 
 func sizeSetter(dst *int64) func(string) error {
 	return func(v string) error {
@@ -276,8 +299,17 @@ func ResolveAPIKey(cfg *Config, out io.Writer) (warning string, err error) {
 	if len(cfg.APIKey) < MinAPIKeyLength {
 		return "", errors.New("API key must be at least 16 characters")
 	}
+	if cfg.WorkerKey != "" && len(cfg.WorkerKey) < MinAPIKeyLength {
+		return "", errors.New("worker key must be at least 16 characters")
+	}
+	if cfg.WorkerKey != "" && cfg.WorkerKey == cfg.APIKey {
+		return "", errors.New("worker key must differ from the API key (it opens only the worker routes)")
+	}
 	if !keyChars.MatchString(cfg.APIKey) {
 		return "API key contains characters outside [A-Za-z0-9_-]; the worker VM bootstrap refuses such keys", nil
+	}
+	if cfg.WorkerKey != "" && !keyChars.MatchString(cfg.WorkerKey) {
+		return "worker key contains characters outside [A-Za-z0-9_-]; the older worker VMs, which are given it, refuse such keys", nil
 	}
 	return "", nil
 }

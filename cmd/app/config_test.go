@@ -144,6 +144,32 @@ func TestResolveAPIKey(t *testing.T) {
 		_, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
 		require.EqualError(t, err, "API key must be at least 16 characters")
 	})
+	t.Run("WorkerKey", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct{ name, key, err, warn string }{
+			{"TooShort", "short", "worker key must be at least 16 characters", ""},
+			{"SameAsAdmin", "admin-key-0123456789", "worker key must differ from the API key (it opens only the worker routes)", ""},
+			{"OddCharactersWarn", "worker key with spaces!", "", "[A-Za-z0-9_-]"},
+			{"OK", "worker-key-0123456789", "", ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				cfg := Defaults()
+				cfg.DBPath = filepath.Join(t.TempDir(), "c.db")
+				cfg.APIKey, cfg.WorkerKey = "admin-key-0123456789", tc.key
+				warn, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
+				if tc.err != "" {
+					require.EqualError(t, err, tc.err)
+					return
+				}
+				require.NoError(t, err)
+				if tc.warn == "" {
+					require.Empty(t, warn)
+				} else {
+					require.Contains(t, warn, tc.warn)
+				}
+			})
+		}
+	})
 	t.Run("OddCharactersWarn", func(t *testing.T) {
 		t.Parallel()
 		cfg := Defaults()

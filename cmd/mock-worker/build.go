@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -359,24 +359,10 @@ func (b *build) upload(ctx context.Context, success bool, failure string) (strin
 	} else {
 		form.ErrorMessage = failure
 	}
-	body, contentType, wait := uploadBody(form)
-	req, err := b.w.api.newRequest(ctx, http.MethodPost, "/api/workers/upload", body, auth{})
-	if err != nil {
-		wait()
-		return "", 0, err
-	}
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("Accept", "application/json")
-	resp, err := b.w.api.hc.Do(req)
-	wait() // the answer is in (or the request failed): the body is done
+	raw, err := b.w.api.postForm(ctx, "/api/workers/upload", auth{},
+		func(mw *multipart.Writer) error { return writeUpload(mw, form) })
 	if err != nil {
 		return "", 0, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	b.w.out.Debugf("POST %s → %d", req.URL.Path, resp.StatusCode)
-	if resp.StatusCode != http.StatusOK { // exactly 200, like the Swift worker
-		return "", 0, answerError(req, resp.StatusCode, raw)
 	}
 	var out struct {
 		Status string `json:"status"`

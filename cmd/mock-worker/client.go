@@ -15,9 +15,11 @@ import (
 
 // Header names of the worker protocol.
 const (
-	headerAPIKey   = "X-API-Key"
-	headerWorkerID = "X-Worker-Id"
-	headerBuildID  = "X-Build-Id"
+	headerAPIKey      = "X-API-Key"
+	headerWorkerID    = "X-Worker-Id"
+	headerBuildID     = "X-Build-Id"
+	headerWorkerToken = "X-Worker-Token" // v2: the host's worker token
+	headerVMToken     = "X-VM-Token"     // v2: the VM's token, or the host token on heartbeats
 )
 
 // requestTimeout bounds every small JSON request; transfers (source
@@ -106,11 +108,14 @@ type api struct {
 	log  *console
 }
 
-// auth says which identity headers a request carries.
+// auth says which identity headers a request carries. Token values are
+// secrets: they go into headers only, never into the console.
 type auth struct {
-	noKey    bool   // leave out X-API-Key (the host's keyless telemetry)
-	workerID string // X-Worker-Id, if set
-	buildID  string // X-Build-Id, if set
+	noKey       bool   // leave out X-API-Key (keyless telemetry; v2 token requests)
+	workerID    string // X-Worker-Id, if set
+	buildID     string // X-Build-Id, if set
+	workerToken string // X-Worker-Token, if set (v2)
+	vmToken     string // X-VM-Token, if set (v2)
 }
 
 // newRequest builds a request for ref (a path or an absolute URL).
@@ -131,6 +136,12 @@ func (a *api) newRequest(ctx context.Context, method, ref string, body io.Reader
 	}
 	if id.buildID != "" {
 		req.Header.Set(headerBuildID, id.buildID)
+	}
+	if id.workerToken != "" {
+		req.Header.Set(headerWorkerToken, id.workerToken)
+	}
+	if id.vmToken != "" {
+		req.Header.Set(headerVMToken, id.vmToken)
 	}
 	req.Header.Set("User-Agent", "expo-free-agent-mock-worker/1")
 	return req, nil

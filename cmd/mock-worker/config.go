@@ -39,12 +39,21 @@ type Config struct {
 	LogBatch          int           // build log lines per POST
 	Quiet             bool          // only warnings and errors
 	Verbose           bool          // also every request
+	Protocol          string        // worker generation: ProtocolV1 or ProtocolV2
+	VMStatusInterval  time.Duration // v2: time between the host's vm-status checks
 
-	HTTPClient *http.Client     // nil: a client of our own
-	Seed       uint64           // non-zero: a fixed seed for the fake metrics and failures
-	TempDir    string           // where downloaded sources go; "" = os.TempDir()
-	Now        func() time.Time // nil: time.Now
+	HTTPClient     *http.Client     // nil: a client of our own
+	Seed           uint64           // non-zero: a fixed seed for the fake metrics and failures
+	TempDir        string           // where downloaded sources go; "" = os.TempDir()
+	Now            func() time.Time // nil: time.Now
+	VMReadyTimeout time.Duration    // v2: how long the host waits for the VM; 0 = 300 s
 }
+
+// The worker generations the mock can speak.
+const (
+	ProtocolV1 = "v1" // admin key and worker id on every request
+	ProtocolV2 = "v2" // worker token for the host, one-time password and VM token for the VM
+)
 
 // UsageError is a command-line mistake (exit status 2).
 type UsageError struct{ msg string }
@@ -117,6 +126,17 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 				cfg.LogBatch = n
 				return nil
 			}},
+		{flag: "protocol", env: "MOCK_WORKER_PROTOCOL", def: ProtocolV1, help: "worker `generation` to speak: v1 (admin key and worker id) or v2 (worker token, VM one-time password and tokens)",
+			apply: func(v string) error {
+				v = strings.ToLower(strings.TrimSpace(v))
+				if v != ProtocolV1 && v != ProtocolV2 {
+					return errors.New("must be v1 or v2")
+				}
+				cfg.Protocol = v
+				return nil
+			}},
+		{flag: "vm-status-interval", env: "MOCK_WORKER_VM_STATUS_INTERVAL", def: "2s", help: "v2: `time` between the host's checks whether the VM is ready",
+			apply: durationSetter(&cfg.VMStatusInterval)},
 		{flag: "quiet", env: "MOCK_WORKER_QUIET", def: "false", help: "print only warnings and errors", isBool: true,
 			apply: boolSetter(&cfg.Quiet)},
 		{flag: "verbose", env: "MOCK_WORKER_VERBOSE", def: "false", help: "also print every request", isBool: true,
@@ -144,7 +164,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 
 A fake Expo Free Agent worker for Linux: it registers with a controller, polls
 for builds, downloads the source, streams fake logs and telemetry and uploads a
-fake result, like the macOS worker does on the wire.
+fake result, like the macOS worker does on the wire. With --protocol v2 it
+plays the newer macOS host and its build VM (worker token, one-time password,
+VM token).
 
 Each setting comes from its flag, else its environment variable, else the
 default. Durations use Go syntax (500ms, 5s, 2m).

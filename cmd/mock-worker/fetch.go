@@ -11,8 +11,11 @@ import (
 	"os"
 )
 
-func (b *build) buildPath(suffix string) string {
-	return "/api/builds/" + url.PathEscape(b.job.ID) + suffix
+func (b *build) buildPath(suffix string) string { return buildPath(b.job.ID, suffix) }
+
+// buildPath is /api/builds/<id><suffix>.
+func buildPath(id, suffix string) string {
+	return "/api/builds/" + url.PathEscape(id) + suffix
 }
 
 // downloadSource streams source_url to a temporary file and checks its size
@@ -31,21 +34,28 @@ func (b *build) downloadSource(ctx context.Context) (string, error) {
 }
 
 func (b *build) fetchSource(ctx context.Context) (string, int64, error) {
-	req, err := b.w.api.newRequest(ctx, http.MethodGet, b.job.SourceURL, nil, auth{workerID: b.w.id})
+	return b.w.api.download(ctx, b.job.SourceURL, auth{workerID: b.w.id}, b.w.cfg.TempDir)
+}
+
+// download streams ref to a temporary file in dir and checks its size
+// against Content-Length. It returns the file's path and size; on failure
+// no file is left behind.
+func (a *api) download(ctx context.Context, ref string, id auth, dir string) (string, int64, error) {
+	req, err := a.newRequest(ctx, http.MethodGet, ref, nil, id)
 	if err != nil {
 		return "", 0, err
 	}
-	resp, err := b.w.api.hc.Do(req)
+	resp, err := a.hc.Do(req)
 	if err != nil {
 		return "", 0, err
 	}
 	defer resp.Body.Close()
-	b.w.out.Debugf("GET %s → %d", req.URL.Path, resp.StatusCode)
+	a.log.Debugf("GET %s → %d", req.URL.Path, resp.StatusCode)
 	if resp.StatusCode != http.StatusOK {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 		return "", 0, answerError(req, resp.StatusCode, raw)
 	}
-	f, err := os.CreateTemp(b.w.cfg.TempDir, "mock-worker-source-*.zip")
+	f, err := os.CreateTemp(dir, "mock-worker-source-*.zip")
 	if err != nil {
 		return "", 0, err
 	}

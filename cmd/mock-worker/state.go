@@ -9,11 +9,21 @@ import (
 )
 
 // state is what survives a restart: the id the controller gave us, so that
-// the next run re-registers as the same worker.
+// the next run re-registers as the same worker, and (protocol v2) the
+// current worker token.
 type state struct {
-	WorkerID   string `json:"worker_id"`
-	Name       string `json:"name,omitempty"`
-	Controller string `json:"controller,omitempty"`
+	WorkerID    string `json:"worker_id"`
+	Name        string `json:"name,omitempty"`
+	Controller  string `json:"controller,omitempty"`
+	AccessToken string `json:"access_token,omitempty"`
+}
+
+// saveState keeps the worker id (and the v2 worker token) for the next run.
+func (w *worker) saveState() {
+	st := state{WorkerID: w.id, Name: w.cfg.Name, Controller: w.cfg.URL, AccessToken: w.token}
+	if err := saveState(w.cfg.StateFile, st); err != nil {
+		w.out.Warnf("cannot save the worker id to %s: %v", w.cfg.StateFile, err)
+	}
 }
 
 // loadState reads the state file. A missing file (or an empty path) is a

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
+	"net/http"
 	"strconv"
 )
 
@@ -52,17 +54,62 @@ var errBodyAbandoned = errors.New("upload body no longer read")
 // producer if it is still writing and waits for it to end. Call wait exactly
 // once, after the request is done with the body.
 func uploadBody(f uploadForm) (body io.ReadCloser, contentType string, wait func()) {
+	return streamBody(func(mw *multipart.Writer) error { return writeUpload(mw, f) })
+}
+
+// streamBody is uploadBody for any multipart content: write fills the
+// writer and closes it.
+func streamBody(write func(*multipart.Writer) error) (body io.ReadCloser, contentType string, wait func()) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(writeUpload(mw, f))
+		pw.CloseWithError(write(mw))
 	}()
 	return pr, mw.FormDataContentType(), func() {
 		pr.CloseWithError(errBodyAbandoned)
 		<-done
 	}
+}
+
+// writeFile writes a multipart body of one file part, field name, then
+// closes it (the VM's artifact upload).
+func writeFile(mw *multipart.Writer, field, fileName string, r io.Reader) error {
+	part, err := mw.CreateFormFile(field, fileName)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(part, r); err != nil {
+		return err
+	}
+	return mw.Close()
+}
+
+// postForm sends a multipart POST whose body write produces while it is
+// sent (chunked). Anything but exactly 200 is an *apiError, like the Swift
+// worker sees it; on 200 it returns the answer's body.
+func (a *api) postForm(ctx context.Context, ref string, id auth, write func(*multipart.Writer) error) ([]byte, error) {
+	body, contentType, wait := streamBody(write)
+	req, err := a.newRequest(ctx, http.MethodPost, ref, body, id)
+	if err != nil {
+		wait()
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	resp, err := a.hc.Do(req)
+	wait() // the answer is in (or the request failed): the body is done
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	a.log.Debugf("POST %s → %d", req.URL.Path, resp.StatusCode)
+	if resp.StatusCode != http.StatusOK {
+		return nil, answerError(req, resp.StatusCode, raw)
+	}
+	return raw, nil
 }
 
 // resultReader is the fake result of a build: size pseudo-random bytes,

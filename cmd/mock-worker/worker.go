@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,24 +28,31 @@ func fatalf(format string, args ...any) error {
 	return &fatalError{msg: fmt.Sprintf(format, args...)}
 }
 
-// job is a build handed out by poll (§4.2).
+// job is a build handed out by poll (§4.2). OTP is the one-time password
+// the v2 VM trades for its token; it is a secret, never printed.
 type job struct {
 	ID          string  `json:"id"`
 	Platform    string  `json:"platform"`
 	SourceURL   string  `json:"source_url"`
 	CertsURL    *string `json:"certs_url"`
 	BaseImageID string  `json:"baseImageId"`
+	OTP         string  `json:"otp"`
 }
+
+// errRegisteredAgain means the poll made the worker register again; the loop
+// polls again at once.
+var errRegisteredAgain = errors.New("registered again")
 
 // worker is the state of one mock worker. Only Run's goroutine touches it.
 type worker struct {
-	cfg  Config
-	api  *api
-	out  *console
-	rng  *rand.Rand
-	now  func() time.Time
-	id   string // the controller's id for us, once registered
-	done int    // builds handled (finished or abandoned)
+	cfg   Config
+	api   *api
+	out   *console
+	rng   *rand.Rand
+	now   func() time.Time
+	id    string // the controller's id for us, once registered
+	token string // v2: the current worker token (a secret, never printed)
+	done  int    // builds handled (finished or abandoned)
 }
 
 // Run registers with the controller, then polls and fakes builds until ctx
@@ -81,6 +89,11 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.PollInterval, 5*time.Second)
 	def(&cfg.HeartbeatInterval, 10*time.Second)
 	def(&cfg.BuildTime, 3*time.Second)
+	def(&cfg.VMStatusInterval, 2*time.Second)
+	def(&cfg.VMReadyTimeout, 300*time.Second)
+	if cfg.Protocol == "" {
+		cfg.Protocol = ProtocolV1
+	}
 	if cfg.ResultSize <= 0 {
 		cfg.ResultSize = 1 << 20
 	}
@@ -118,7 +131,11 @@ func (w *worker) run(ctx context.Context) error {
 	if w.cfg.APIKeyDefaulted {
 		w.out.Warnf("no --api-key or CONTROLLER_API_KEY given; using the insecure development key %q", DefaultAPIKey)
 	}
-	w.out.Infof("mock worker %q starting: controller %s, platforms %s", w.cfg.Name, w.cfg.URL, strings.Join(w.cfg.Platforms, ","))
+	proto := ""
+	if w.v2() {
+		proto = ", protocol v2"
+	}
+	w.out.Infof("mock worker %q starting: controller %s, platforms %s%s", w.cfg.Name, w.cfg.URL, strings.Join(w.cfg.Platforms, ","), proto)
 	st, err := loadState(w.cfg.StateFile)
 	if err != nil {
 		w.out.Warnf("ignoring unreadable state file: %v", err)
@@ -136,30 +153,25 @@ func (w *worker) run(ctx context.Context) error {
 	return err
 }
 
+// v2 says whether the worker speaks the newer generation's protocol.
+func (w *worker) v2() bool { return w.cfg.Protocol == ProtocolV2 }
+
 // loop polls and builds until ctx ends, the build budget is spent, or a
 // fatal error.
 func (w *worker) loop(ctx context.Context) error {
 	failures := 0
 	announced := false
 	for ctx.Err() == nil {
-		j, err := w.poll(ctx)
+		j, err := w.nextJob(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			switch {
+			case ctx.Err() != nil:
 				return nil
-			}
-			switch status := statusOf(err); {
-			case status == http.StatusNotFound:
-				w.out.Warnf("the controller no longer knows this worker (%s); registering again", describe(err))
+			case isFatal(err):
+				return err
+			case errors.Is(err, errRegisteredAgain):
 				failures = 0
-				if err := w.registerWithRetry(ctx); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
 				continue
-			case status == http.StatusUnauthorized || status == http.StatusForbidden:
-				return fatalf("the controller refused the API key on poll (%s); check --api-key / CONTROLLER_API_KEY", describe(err))
 			}
 			failures++
 			d := w.backoff(failures)
@@ -185,7 +197,11 @@ func (w *worker) loop(ctx context.Context) error {
 			continue
 		}
 		announced = false
-		w.build(ctx, j)
+		if w.v2() {
+			w.buildV2(ctx, j)
+		} else {
+			w.build(ctx, j)
+		}
 		w.done++
 		if ctx.Err() != nil {
 			return nil
@@ -196,6 +212,30 @@ func (w *worker) loop(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// nextJob polls once in the worker's protocol. A nil job means no work;
+// errRegisteredAgain that the worker registered again; a *fatalError ends
+// the worker.
+func (w *worker) nextJob(ctx context.Context) (*job, error) {
+	if w.v2() {
+		return w.pollV2(ctx)
+	}
+	j, err := w.poll(ctx)
+	if err == nil || ctx.Err() != nil {
+		return j, err
+	}
+	switch status := statusOf(err); {
+	case status == http.StatusNotFound:
+		w.out.Warnf("the controller no longer knows this worker (%s); registering again", describe(err))
+		if err := w.registerWithRetry(ctx); err != nil {
+			return nil, err
+		}
+		return nil, errRegisteredAgain
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return nil, fatalf("the controller refused the API key on poll (%s); check --api-key / CONTROLLER_API_KEY", describe(err))
+	}
+	return nil, err
 }
 
 // backoff is the wait after the n-th failure in a row: the poll interval,
@@ -247,8 +287,10 @@ func (w *worker) register(ctx context.Context) error {
 		ID:           w.id,
 	}
 	var resp struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
+		ID             string          `json:"id"`
+		Status         string          `json:"status"`
+		AccessToken    json.RawMessage `json:"access_token"`     // v2; raw, so v1 ignores its type
+		TokenExpiresAt any             `json:"token_expires_at"` // v2
 	}
 	status, err := w.api.call(ctx, http.MethodPost, "/api/workers/register", auth{}, req, &resp)
 	switch s := statusOf(err); {
@@ -261,6 +303,10 @@ func (w *worker) register(ctx context.Context) error {
 	case status != http.StatusOK || resp.ID == "":
 		return fatalf("unexpected registration answer (HTTP %d, id %q)", status, resp.ID)
 	}
+	var token string
+	if w.v2() && (json.Unmarshal(resp.AccessToken, &token) != nil || token == "") {
+		return fatalf("the registration answer has no access_token string: this controller does not speak protocol v2 (try --protocol v1)")
+	}
 	verb := "registered"
 	if resp.Status == "re-registered" {
 		verb = "re-registered"
@@ -270,9 +316,11 @@ func (w *worker) register(ctx context.Context) error {
 	}
 	w.id = resp.ID
 	w.out.Infof("%s as %s (id %s)", verb, w.cfg.Name, shortID(w.id))
-	if err := saveState(w.cfg.StateFile, state{WorkerID: w.id, Name: w.cfg.Name, Controller: w.cfg.URL}); err != nil {
-		w.out.Warnf("cannot save the worker id to %s: %v", w.cfg.StateFile, err)
+	if w.v2() {
+		w.token = token
+		w.out.Debugf("got a worker token (expires %v)", orUnknown(resp.TokenExpiresAt))
 	}
+	w.saveState()
 	return nil
 }
 
@@ -300,10 +348,18 @@ func (w *worker) poll(ctx context.Context) (*job, error) {
 func (w *worker) unregister(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unregisterTimeout)
 	defer cancel()
+	path, id := "/api/workers/"+w.id+"/unregister", auth{}
+	if w.v2() { // the newer host names itself by its token, next to the key
+		if w.token == "" {
+			w.out.Warnf("no worker token; not unregistering")
+			return
+		}
+		path, id = "/api/workers/unregister", auth{workerToken: w.token}
+	}
 	var resp struct {
 		Reassigned int `json:"builds_reassigned"`
 	}
-	_, err := w.api.call(ctx, http.MethodPost, "/api/workers/"+w.id+"/unregister", auth{}, nil, &resp)
+	_, err := w.api.call(ctx, http.MethodPost, path, id, nil, &resp)
 	if err != nil {
 		w.out.Warnf("unregister failed: %s", describe(err))
 		return

@@ -92,42 +92,52 @@ func fail(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
-func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
+// readRequest records r: its JSON body, or its multipart parts (files as
+// size and digest). On a malformed multipart body it answers 400 and
+// returns false.
+func readRequest(t *testing.T, w http.ResponseWriter, r *http.Request) (request, bool) {
 	rec := request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
 		TransferEncoding: r.TransferEncoding}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
-		mr, err := r.MultipartReader()
-		if err != nil {
-			fail(w, 400, "Invalid multipart body")
-			return
-		}
-		for {
-			p, err := mr.NextPart()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				fail(w, 400, "Invalid multipart body")
-				return
-			}
-			fp := formPart{Name: p.FormName(), FileName: p.FileName()}
-			if fp.FileName != "" {
-				h := sha256.New()
-				fp.Size, _ = io.Copy(h, p)
-				copy(fp.SHA256[:], h.Sum(nil))
-			} else {
-				v, _ := io.ReadAll(p)
-				fp.Value = string(v)
-			}
-			rec.Parts = append(rec.Parts, fp)
-		}
-	} else {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 		rec.Body, _ = io.ReadAll(r.Body)
 		if len(rec.Body) > 0 {
 			if err := json.Unmarshal(rec.Body, &rec.JSON); err != nil {
-				f.t.Errorf("JSON body of %s %s: %v", r.Method, r.URL.Path, err) // not require: this is the server's goroutine
+				t.Errorf("JSON body of %s %s: %v", r.Method, r.URL.Path, err) // not require: this is the server's goroutine
 			}
 		}
+		return rec, true
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		fail(w, 400, "Invalid multipart body")
+		return rec, false
+	}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return rec, true
+		}
+		if err != nil {
+			fail(w, 400, "Invalid multipart body")
+			return rec, false
+		}
+		fp := formPart{Name: p.FormName(), FileName: p.FileName()}
+		if fp.FileName != "" {
+			h := sha256.New()
+			fp.Size, _ = io.Copy(h, p)
+			copy(fp.SHA256[:], h.Sum(nil))
+		} else {
+			v, _ := io.ReadAll(p)
+			fp.Value = string(v)
+		}
+		rec.Parts = append(rec.Parts, fp)
+	}
+}
+
+func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
+	rec, ok := readRequest(f.t, w, r)
+	if !ok {
+		return
 	}
 	f.mu.Lock()
 	f.reqs = append(f.reqs, rec)

@@ -93,6 +93,11 @@ type Build struct {
 	// RootBuildID is the first build of the build's retry chain: nil for a
 	// submitted build; for a retry, the submitted build it descends from.
 	RootBuildID *string
+	// Assignment numbers the build's assignments (0: never assigned); what a
+	// worker's VM is given (OTPs, VM and host tokens) belongs to one.
+	Assignment int
+	// VMReadyAt is when the current assignment's VM said it is ready.
+	VMReadyAt *int64
 }
 
 // Running reports whether the build has a current assignee.

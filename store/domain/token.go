@@ -15,13 +15,17 @@ func NewToken() (token string, digest []byte, err error) {
 		return "", nil, err
 	}
 	token = base64.RawURLEncoding.EncodeToString(b[:])
-	sum := sha256.Sum256([]byte(token))
-	return token, sum[:], nil
+	return token, Digest(token), nil
 }
 
 // TokenMatches compares a presented token with a stored digest in constant
 // time.
 func TokenMatches(token string, digest []byte) bool {
+	return len(digest) == sha256.Size && subtle.ConstantTimeCompare(Digest(token), digest) == 1
+}
+
+// Digest is the stored form of a token: its SHA-256.
+func Digest(token string) []byte {
 	sum := sha256.Sum256([]byte(token))
-	return len(digest) == sha256.Size && subtle.ConstantTimeCompare(sum[:], digest) == 1
+	return sum[:]
 }
