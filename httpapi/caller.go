@@ -112,6 +112,9 @@ type access struct {
 	// afterCompletion: the build's last assignee is admitted for a while
 	// after the build completed (Caller.AfterCompletion).
 	afterCompletion bool
+	// tokenInQuery: the build token may come as ?token= (a live log in a
+	// browser).
+	tokenInQuery bool
 }
 
 // The access rules; each route names one.
@@ -119,6 +122,9 @@ var (
 	public       = access{name: "public", public: true}
 	adminOnly    = access{name: "key", kinds: kinds(Admin)}
 	adminOrToken = access{name: "keyOrToken", kinds: kinds(Admin, BuildToken)}
+	// adminOrTokenStream also takes the build token as ?token=: a browser's
+	// EventSource cannot set headers.
+	adminOrTokenStream = access{name: "keyOrToken", kinds: kinds(Admin, BuildToken), tokenInQuery: true}
 	// The worker routes: the admin or worker key with the worker's claim, or
 	// a worker token; the assignee's routes also a VM token of the build.
 	workerKeyOnly = access{name: "workerKey", kinds: kinds(Admin, WorkerKey)}
@@ -207,6 +213,9 @@ func (s *Server) credential(c echo.Context, a access) (Caller, error) {
 		return s.workerTokenCaller(c.Request().Context(), wt)
 	}
 	key, token := h.Get(headerAPIKey), h.Get(headerBuildToken)
+	if token == "" && a.tokenInQuery {
+		token = c.QueryParam("token")
+	}
 	switch {
 	case a.kinds == kinds(VMToken):
 		return Caller{}, fail(http.StatusUnauthorized, msgMissingVMToken)

@@ -24,6 +24,7 @@ const (
 	msgInvalidWait       = "Invalid wait"
 	msgInvalidAfter      = "Invalid after"
 	msgInvalidLimit      = "Invalid limit"
+	msgTooManyStreams    = "Too many log streams"
 
 	// The newer worker generation's credentials (§4.12–§4.14).
 	msgBadWorkerToken      = "Invalid or expired worker token"

@@ -53,6 +53,7 @@ func (s *Server) routes() []*route {
 		{method: http.MethodGet, paths: []string{"/api/builds/active"}, handle: s.activeBuilds, access: adminOnly},
 		{method: http.MethodGet, paths: []string{"/api/builds/:id/status", "/api/builds/:id"}, handle: s.buildStatus, access: adminOrToken},
 		{method: http.MethodGet, paths: []string{"/api/builds/:id/logs"}, handle: s.getLogs, access: adminOrToken},
+		{method: http.MethodGet, paths: []string{"/api/builds/:id/logs/stream"}, handle: s.logStream, access: adminOrTokenStream},
 		{method: http.MethodGet, paths: []string{"/api/builds/:id/download", "/api/builds/:id/download/:type"}, handle: s.download,
 			access: adminOrToken, fail: msgReadResultFailed, failSource: msgReadSourceFailed},
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/cancel"}, handle: s.cancel, access: adminOrToken, fail: msgCancelFailed,
@@ -104,6 +105,7 @@ func (s *Server) routes() []*route {
 		{method: http.MethodGet, paths: []string{"/dashboard/assets/:name"}, handle: s.dashboardAsset, access: public},
 		{method: http.MethodGet, paths: []string{"/builds/:id"}, handle: s.buildPage, access: public},
 		{method: http.MethodGet, paths: []string{"/builds/:id/logs.json"}, handle: s.buildPageLogs, access: public},
+		{method: http.MethodGet, paths: []string{"/builds/:id/logs/stream"}, handle: s.logStream, access: public},
 		{method: http.MethodGet, paths: []string{"/metrics"}, handle: s.metricsHandler(), access: metrics},
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thejerf/suture/v4"
 
 	"github.com/expo-free-agent/controller/actors/clock"
@@ -57,6 +58,7 @@ type Store interface {
 	BuildCounts(ctx context.Context) (store.Counts, error)
 	Stats(ctx context.Context, onlineSince, dayStart int64) (store.Stats, error)
 	LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, bool, error)
+	Subscribe(buildID string) *store.Subscription
 	AppendLogs(ctx context.Context, buildID, workerID string, lines []store.LogInput, now int64) (int, error)
 	TouchBuild(ctx context.Context, buildID, workerID string, now int64) error
 	Heartbeat(ctx context.Context, buildID, workerID string, progress *float64, now int64) error
@@ -145,7 +147,9 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// MaxConns bounds the open connections (default: the descriptor limit
 	// less a reserve for the database and files, at least 64).
-	MaxConns      int
+	MaxConns int
+	// MaxStreams bounds the live log streams open at once (§2.9).
+	MaxStreams    int
 	MetricsPublic bool // serve /metrics without the API key
 	Clock         clock.Clock
 }
@@ -166,6 +170,9 @@ type Server struct {
 	stats   statsCache
 	retries *rateLimiter // the pace of build-token retries, per retry chain
 	probes  healthProbes
+	streams streamGate    // the live logs open
+	closing chan struct{} // closed when the server starts to shut down: live logs end
+	closed  sync.Once
 	dash    dashboardCache
 	// keylessTelemetry bounds what keyless telemetry may write per build.
 	keylessTelemetry *rateLimiter
@@ -189,6 +196,9 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	orDefault(&cfg.DrainTimeout, DefaultDrainTimeout)
 	orDefault(&cfg.HeaderTimeout, DefaultHeaderTimeout)
 	orDefault(&cfg.BodyReadTimeout, DefaultBodyReadTimeout)
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = max(minConnections, descriptorLimit()-descriptorReserve)
 	}
@@ -206,9 +216,13 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	}
 	s := &Server{cfg: cfg, queue: q, store: st, files: fs, log: log,
 		keySum: sha256.Sum256([]byte(cfg.APIKey)), workerKeySum: sha256.Sum256([]byte(cfg.WorkerKey)),
-		ready: make(chan struct{}), started: make(chan error, 1)}
+		ready: make(chan struct{}), started: make(chan error, 1), closing: make(chan struct{})}
+	s.streams.max = int64(cfg.MaxStreams)
 	s.retries = newRateLimiter(retryEvery, retryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.metrics = newMetrics(st, q)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "controller_log_streams_open", Help: "Live log streams (Server-Sent Events) open now.",
+	}, func() float64 { return float64(s.streams.open.Load()) }))
 	s.keylessTelemetry = newRateLimiter(keylessTelemetryInterval, keylessTelemetryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.table = s.routes()
 	s.e = s.echo()
@@ -292,7 +306,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return err
 	case <-ctx.Done():
-		s.queue.Release()
+		s.release()
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
@@ -307,7 +321,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // Drain stops accepting connections and waits, within ctx, for in-flight
 // requests to finish. The server does not start again.
 func (s *Server) Drain(ctx context.Context) error {
-	s.queue.Release() // held polls answer at once instead of holding the drain
+	s.release()
 	s.mu.Lock()
 	s.drained = true
 	srv := s.srv
@@ -323,6 +337,13 @@ func (s *Server) Drain(ctx context.Context) error {
 }
 
 func (s *Server) now() int64 { return clock.Millis(s.cfg.Clock) }
+
+// release ends what holds requests open — held polls, live logs — so that a
+// shutdown does not wait for them.
+func (s *Server) release() {
+	s.queue.Release()
+	s.closed.Do(func() { close(s.closing) })
+}
 
 // seen tells the queue manager a worker made an accepted request. Failure is
 // only logged: the request itself succeeded.

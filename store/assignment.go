@@ -43,6 +43,7 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 			}
 			return err
 		}
+		noteStatus(ctx, buildID)
 		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
 			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
 			return err
@@ -68,6 +69,7 @@ func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.B
 			return ErrConflict
 		}
 		before = b
+		noteStatus(ctx, id)
 		if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', cancelled = 1,
 			error_message = 'Build cancelled by user', completed_at = ? WHERE id = ?`, now, id); err != nil {
 			return err
@@ -111,6 +113,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 		if !b.AssignedTo(f.WorkerID) {
 			return ErrNotAssignee
 		}
+		noteStatus(ctx, f.BuildID)
 		counter := "builds_completed"
 		if f.Success {
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'completed', completed_at = ?,
@@ -228,6 +231,7 @@ type attemptEnd struct {
 // counting an attempt: requeued at its place while attempts remain, else
 // failed (domain.DecideTimeout); its worker becomes idle.
 func endAttempt(ctx context.Context, tx *sql.Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
+	noteStatus(ctx, b.ID)
 	decision := domain.DecideTimeout(b.Attempts, maxAttempts)
 	n := decision.Attempt
 	var err error
@@ -341,6 +345,7 @@ func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
 
 // requeue returns a running build to pending at its submit-order place.
 func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason string) error {
+	noteStatus(ctx, id)
 	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
 		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
 		return err

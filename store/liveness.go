@@ -72,6 +72,9 @@ func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, no
 	if !b.AssignedTo(workerID) {
 		return domain.Build{}, ErrNotAssignee
 	}
+	if b.Status == domain.StatusAssigned {
+		noteStatus(ctx, buildID) // assigned becomes building
+	}
 	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?),
 		status = 'building' WHERE id = ?`, now, buildID)
 	return b, err

@@ -15,9 +15,13 @@ type LogInput struct {
 }
 
 func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level domain.LogLevel, message string) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
-		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM build_logs WHERE build_id = ?`,
-		buildID, now, level, domain.Clip(message, domain.MaxLogMessage), buildID)
+	e := domain.LogEntry{Timestamp: now, Level: level, Message: domain.Clip(message, domain.MaxLogMessage)}
+	err := tx.QueryRowContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
+		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM build_logs WHERE build_id = ? RETURNING seq`,
+		buildID, now, level, e.Message, buildID).Scan(&e.Seq)
+	if err == nil {
+		noteLog(ctx, buildID, e)
+	}
 	return err
 }
 
@@ -54,9 +58,11 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 		defer stmt.Close()
 		for _, l := range lines {
 			seq++
-			if _, err := stmt.ExecContext(ctx, buildID, seq, now, l.Level, domain.Clip(l.Message, domain.MaxLogMessage)); err != nil {
+			e := domain.LogEntry{Seq: seq, Timestamp: now, Level: l.Level, Message: domain.Clip(l.Message, domain.MaxLogMessage)}
+			if _, err := stmt.ExecContext(ctx, buildID, seq, now, l.Level, e.Message); err != nil {
 				return err
 			}
+			noteLog(ctx, buildID, e)
 		}
 		return nil
 	})

@@ -72,6 +72,7 @@ type Store struct {
 	committed atomic.Uint64 // commits so far
 	synced    atomic.Uint64 // every commit up to this one is durable
 	guard     *fileGuard    // nil until the file exists
+	feed      feed          // live subscribers to builds' changes
 }
 
 // Option configures Open.
@@ -230,7 +231,7 @@ func (s *Store) Migrations(ctx context.Context) ([]string, error) {
 // cancelled with that cause, so the operation fails before SQLite touches
 // the files.
 func (s *Store) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := context.WithTimeout(withChanges(ctx), s.opTimeout)
 	if s.guard == nil {
 		return ctx, cancel
 	}
@@ -249,7 +250,8 @@ func (s *Store) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error
 	if err != nil {
 		return wrapCtx(ctx, op, err)
 	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	defer tx.Rollback()            //nolint:errcheck // a no-op after Commit
+	defer changesOf(ctx).discard() // a no-op after publish
 	if err := fn(tx); err != nil {
 		if isTyped(err) {
 			return err
@@ -265,6 +267,7 @@ func (s *Store) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error
 		return wrapCtx(ctx, op, err)
 	}
 	s.committed.Add(1)
+	s.feed.publish(ctx)
 	// Durable before the caller answers anyone (see dsn), unless the caller
 	// takes that on itself (DeferSync).
 	if ctx.Value(deferSyncKey{}) != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,6 +93,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	require.Equal(t, []string{"Build submitted", "Assigned to worker " + xssWorkerName, "[VM] compiling", xssLogBefore},
 		browserRun(t, bp, "server-rendered log lines", chromedp.Evaluate[[]string](logMessagesJS)))
 	browserDo(t, bp, "set the no-reload marker", chromedp.Evaluate[chromedp.Void](`window.__noReload = "first load"`))
+	// It follows through the live log (§2.9), not by polling.
+	eventually(t, 20*time.Second, func() bool {
+		return strings.Contains(string(c.Get("/metrics", c.KeyH()).Body), "controller_log_streams_open 1")
+	}, "the build page opens a live log stream")
 
 	// New lines appear without a reload, as text.
 	postLog("info", "[VM] linking")
@@ -102,6 +107,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	})()`, logMessagesJS, jsString(xssLogAfter)))
 	require.Equal(t, "error", browserRun(t, bp, "level of the last line",
 		chromedp.Evaluate[string](`document.querySelector("#logs li:last-child .level").textContent`)))
+	require.Regexp(t, `^\d\d:\d\d:\d\d\.\d{3}$`, browserRun(t, bp, "time of the last line",
+		chromedp.Evaluate[string](`document.querySelector("#logs li:last-child time").textContent`)))
 
 	// The dashboard follows: building.
 	browserPoll(t, dash, "the row says building", fmt.Sprintf(
@@ -121,6 +128,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	})()`, jsString(hex.EncodeToString(sum[:]))))
 	msgs := browserRun(t, bp, "log lines after completion", chromedp.Evaluate[[]string](logMessagesJS))
 	require.Equal(t, "Build completed successfully", msgs[len(msgs)-1])
+	eventually(t, 20*time.Second, func() bool {
+		return strings.Contains(string(c.Get("/metrics", c.KeyH()).Body), "controller_log_streams_open 0")
+	}, "the finished build's stream ended and the page did not reopen it")
 	browserPoll(t, dash, "the row says completed", fmt.Sprintf(`(() => {
 		const r = document.querySelector(%s);
 		return r && r.dataset.status === "completed" && r.cells[2].textContent === "completed" &&

@@ -205,7 +205,8 @@ func (c *Controller) KeyH(extra ...string) H {
 	return h
 }
 
-// Do sends a request and reads the whole answer.
+// Do sends a request and reads the whole answer (of a live log, only the
+// status and headers).
 func (c *Controller) Do(method, path string, body io.Reader, h H) Response {
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.URL+path, body)
@@ -220,6 +221,11 @@ func (c *Controller) Do(method, path string, body io.Reader, h H) Response {
 	resp, err := c.Client.Do(req)
 	require.NoError(c.t, err)
 	defer resp.Body.Close()
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		// A live log does not end while its build runs: the status and
+		// headers are the answer; closing the body hangs up.
+		return Response{Status: resp.StatusCode, Header: resp.Header}
+	}
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(c.t, err)
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}

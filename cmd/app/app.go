@@ -98,6 +98,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MaxSourceSize:   cfg.MaxSourceSize,
 		MaxCertsSize:    cfg.MaxCertsSize,
 		MaxResultSize:   cfg.MaxResultSize,
+		MaxStreams:      cfg.MaxStreams,
 		DrainTimeout:    cfg.DrainTimeout,
 		HeaderTimeout:   cfg.HeaderTimeout,
 		BodyReadTimeout: cfg.BodyReadTimeout,

@@ -49,6 +49,7 @@ type Config struct {
 	WorkerTimeout  time.Duration
 	MaxAttempts    int
 	MaxWaiters     int    // polls held at once (long-poll)
+	MaxStreams     int    // live log streams open at once
 	LogFormat      string // text or json
 	LogLevel       string // debug, info, warn, error
 	MetricsPublic  bool   // serve /metrics without the API key
@@ -76,7 +77,7 @@ func Defaults() Config {
 		MaxSourceSize: httpapi.DefaultMaxSourceSize,
 		MaxCertsSize:  httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
 		BuildTimeout: liveness.DefaultBuildTimeout, WorkerTimeout: liveness.DefaultWorkerTimeout,
-		MaxAttempts: domain.DefaultMaxAttempts, MaxWaiters: queue.DefaultMaxWaiters, LogFormat: "text", LogLevel: "info",
+		MaxAttempts: domain.DefaultMaxAttempts, MaxWaiters: queue.DefaultMaxWaiters, MaxStreams: httpapi.DefaultMaxStreams, LogFormat: "text", LogLevel: "info",
 	}
 }
 
@@ -125,6 +126,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), seconds(cfg.BuildTimeout)},
 		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), seconds(cfg.WorkerTimeout)},
 		{"max-waiters", "CONTROLLER_MAX_WAITERS", "worker polls held at once by ?wait= (beyond, a poll is answered at once)", intSetter(&cfg.MaxWaiters), strconv.Itoa(cfg.MaxWaiters)},
+		{"max-streams", "CONTROLLER_MAX_STREAMS", "live log streams open at once (beyond, 503 Too many log streams)", intSetter(&cfg.MaxStreams), strconv.Itoa(cfg.MaxStreams)},
 		{"max-attempts", "CONTROLLER_MAX_ATTEMPTS", "timeouts before a build fails", intSetter(&cfg.MaxAttempts), strconv.Itoa(cfg.MaxAttempts)},
 		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), cfg.LogFormat},
 		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), cfg.LogLevel},

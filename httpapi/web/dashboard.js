@@ -66,18 +66,50 @@
       var empty = document.getElementById("logs-empty");
       if (empty) empty.remove();
     }
-    function follow() {
+    function appendNew(line) {
+      if (line.seq <= lastSeq) return; // sent already
+      var nearBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
+      append(line);
+      lastSeq = line.seq;
+      if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+    }
+    // stream follows the build with the live log (Server-Sent Events,
+    // pushed as lines commit); if the browser lacks EventSource or the
+    // stream is refused (503 when too many are open), it polls instead.
+    function stream() {
+      if (typeof EventSource === "undefined") { setTimeout(follow, 2000); return; }
+      var es = new EventSource("/builds/" + encodeURIComponent(id) + "/logs/stream?after=" + lastSeq);
+      es.addEventListener("open", function () { setState("● following", true); });
+      es.addEventListener("log", function (ev) {
+        var e = JSON.parse(ev.data);
+        // The server formats the time in UTC, as on the page.
+        e.time = new Date(e.timestamp).toISOString().slice(11, 23);
+        appendNew(e);
+        stamp();
+      });
+      es.addEventListener("status", function () { refresh(false); });
+      es.addEventListener("end", function () {
+        es.close();
+        refresh(false); // the final details (duration, SHA-256)
+      });
+      es.addEventListener("error", function () {
+        if (es.readyState === EventSource.CLOSED) { // refused: poll instead
+          setTimeout(follow, 2000);
+          return;
+        }
+        setState("● reconnecting", false); // EventSource retries with Last-Event-ID
+      });
+    }
+    // refresh reads the build's details (and any lines not shown yet);
+    // polling, it keeps following until the build is finished.
+    function refresh(polling) {
       fetch("/builds/" + encodeURIComponent(id) + "/logs.json?after=" + lastSeq, { cache: "no-store" })
         .then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
           return r.json();
         })
         .then(function (d) {
-          var nearBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
-          d.logs.forEach(function (line) {
-            if (line.seq > lastSeq) { append(line); lastSeq = line.seq; }
-          });
-          if (nearBottom && d.logs.length) window.scrollTo(0, document.body.scrollHeight);
+          d.logs.forEach(appendNew);
           var st = document.getElementById("build-status");
           st.textContent = d.status;
           st.className = "status status-" + d.status;
@@ -94,12 +126,13 @@
         .catch(function () { setState("● reconnecting", false); })
         .then(function (d) {
           // A full page means more lines are waiting: fetch them at once.
-          if (d && d.more) { follow(); return; }
-          if (!finished) setTimeout(follow, 2000);
+          if (d && d.more) { refresh(polling); return; }
+          if (polling && !finished) setTimeout(follow, 2000);
         });
     }
+    function follow() { refresh(true); }
     setState(finished ? "● finished" : "● following", true);
-    if (!finished) setTimeout(follow, 2000);
+    if (!finished) stream();
   }
 
   if (body.getAttribute("data-page") === "dashboard") dashboard();
