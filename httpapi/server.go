@@ -151,7 +151,10 @@ type Config struct {
 	// MaxStreams bounds the live log streams open at once (§2.9).
 	MaxStreams    int
 	MetricsPublic bool // serve /metrics without the API key
-	Clock         clock.Clock
+	// Builds is the queue manager's observer, served on /metrics (a fresh,
+	// empty one if nil).
+	Builds *BuildObserver
+	Clock  clock.Clock
 }
 
 // Server is the HTTP server as a suture service.
@@ -220,6 +223,10 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	s.streams.max = int64(cfg.MaxStreams)
 	s.retries = newRateLimiter(retryEvery, retryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.metrics = newMetrics(st, q)
+	if cfg.Builds == nil {
+		cfg.Builds = NewBuildObserver()
+	}
+	s.metrics.reg.MustRegister(cfg.Builds.queueWait, cfg.Builds.duration)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "controller_log_streams_open", Help: "Live log streams (Server-Sent Events) open now.",
 	}, func() float64 { return float64(s.streams.open.Load()) }))

@@ -76,10 +76,11 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 			return nil, err
 		}
 		s.dequeue(b.id)
-		rb := &runningBuild{queuedBuild: b, workerID: w.id}
+		rb := &runningBuild{queuedBuild: b, workerID: w.id, assignedAt: now}
 		s.running[b.id] = rb
 		w.job, w.status = rb, domain.WorkerBuilding
 		m.assignments.Add(1)
+		m.cfg.Observer.Assigned(b.platform, millis(now-b.submittedAt))
 		m.log.Info("build assigned", "build_id", b.id, "worker", w.name)
 		return jobOf(rb), nil
 	}

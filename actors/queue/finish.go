@@ -124,6 +124,11 @@ func (m *Manager) finish(ctx context.Context, s *state, req FinishRequest) (Fini
 	}
 	s.detach(req.BuildID)
 	m.finishes.Add(1)
+	outcome := "failed"
+	if f.Success {
+		outcome = "completed"
+	}
+	m.observeFinish(rb, outcome, f.Now)
 	if w := s.workers[req.WorkerID]; w != nil {
 		w.status = domain.WorkerIdle
 		if f.Now > w.lastSeen {

@@ -77,7 +77,25 @@ type Config struct {
 	CallTimeout time.Duration // bound of every call (DefaultCallTimeout)
 	MaxRetries  int           // retries per submitted build for build-token callers (DefaultMaxRetries)
 	MaxWaiters  int           // polls held at once (DefaultMaxWaiters)
+	// Observer is told of assignments and finishes (metrics); nil: nobody.
+	Observer Observer
 }
+
+// Observer receives timings of builds as the manager commits them. It is
+// called on the manager's goroutine and must not block.
+type Observer interface {
+	// Assigned: a build waited wait between its submission and this
+	// assignment.
+	Assigned(p domain.Platform, wait time.Duration)
+	// Finished: a build ended (outcome "completed" or "failed") d after its
+	// last assignment.
+	Finished(p domain.Platform, outcome string, d time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) Assigned(domain.Platform, time.Duration)         {}
+func (noObserver) Finished(domain.Platform, string, time.Duration) {}
 
 // Manager is the queue manager. Every change is committed to the store
 // before it is answered, and Serve rebuilds its state from the store each
@@ -112,6 +130,9 @@ func New(st Store, fs Files, clk clock.Clock, log *slog.Logger, cfg Config) *Man
 	}
 	if cfg.MaxRetries <= 0 {
 		cfg.MaxRetries = DefaultMaxRetries
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	return &Manager{store: st, files: fs, clock: clk, log: log, cfg: cfg,
 		inbox: make(chan request), reload: make(chan struct{}, 1), release: make(chan struct{})}
@@ -254,3 +275,14 @@ func (m *Manager) kickReload() {
 }
 
 func (m *Manager) now() int64 { return clock.Millis(m.clock) }
+
+// observeFinish tells the observer a running build ended at now.
+func (m *Manager) observeFinish(rb *runningBuild, outcome string, now int64) {
+	if rb == nil || rb.assignedAt == 0 {
+		return // not known to memory, or assigned before the time was kept
+	}
+	m.cfg.Observer.Finished(rb.platform, outcome, millis(now-rb.assignedAt))
+}
+
+// millis is a span of epoch milliseconds (never negative).
+func millis(ms int64) time.Duration { return time.Duration(max(ms, 0)) * time.Millisecond }

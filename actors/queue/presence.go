@@ -24,6 +24,7 @@ func (m *Manager) ExpireBuild(ctx context.Context, buildID, workerID string, cut
 			m.serveWaiters(s)
 		} else {
 			m.timeoutFailures.Add(1)
+			m.observeFinish(s.running[buildID], "failed", m.now())
 			s.detach(buildID)
 		}
 		m.log.Warn("build timed out", "build_id", buildID, "worker_id", workerID,

@@ -54,7 +54,8 @@ func (w *workerEntry) accepts(p domain.Platform) bool {
 // runningBuild is an assigned or building build.
 type runningBuild struct {
 	queuedBuild
-	workerID string
+	workerID   string
+	assignedAt int64 // epoch ms of the assignment (0 if unknown)
 }
 
 // load rebuilds the state from the store, keeping last-seen times not yet
@@ -95,6 +96,9 @@ func (m *Manager) load(ctx context.Context, s *state) error {
 	}
 	for _, b := range running {
 		rb := &runningBuild{queuedBuild: toQueued(b), workerID: *b.WorkerID}
+		if b.StartedAt != nil {
+			rb.assignedAt = *b.StartedAt
+		}
 		s.running[b.ID] = rb
 		if w := s.workers[rb.workerID]; w != nil {
 			w.job = rb

@@ -139,6 +139,27 @@ func TestPollWait(t *testing.T) {
 		require.Equal(t, domain.StatusPending, b.build(t, id).Status)
 	})
 
+	t.Run("AssignedAsTheClientLeaves", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		w := b.worker(t, "w", anyPlatform)
+		other := b.worker(t, "other", anyPlatform)
+		ctx, cancel := context.WithCancel(t.Context())
+		h := b.hold(t, ctx, w, time.Hour, 1)
+		id := b.submit(t, domain.PlatformIOS) // handed to the held poll …
+		cancel()                              // … as its client goes away
+		job, err := h.result(t)
+		require.NoError(t, err)
+		require.NotNil(t, job, "a handed job is answered even if the client left (the answer may be lost)")
+		require.Equal(t, id, job.BuildID)
+		// Suppose the answer was lost: the build stays with the worker, is
+		// given to it again, and to nobody else.
+		require.Equal(t, domain.StatusAssigned, b.build(t, id).Status)
+		require.Equal(t, w, *b.build(t, id).WorkerID)
+		require.Empty(t, b.poll(t, other))
+		require.Equal(t, id, b.poll(t, w), "re-delivered to its worker")
+	})
+
 	t.Run("ReleaseAnswersEveryHeldPoll", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

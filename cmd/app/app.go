@@ -82,8 +82,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.WrapStore != nil {
 		db = cfg.WrapStore(st)
 	}
+	builds := httpapi.NewBuildObserver() // build timings, served on /metrics
 	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
-		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters})
+		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters, Observer: builds})
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
@@ -99,6 +100,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MaxCertsSize:    cfg.MaxCertsSize,
 		MaxResultSize:   cfg.MaxResultSize,
 		MaxStreams:      cfg.MaxStreams,
+		Builds:          builds,
 		DrainTimeout:    cfg.DrainTimeout,
 		HeaderTimeout:   cfg.HeaderTimeout,
 		BodyReadTimeout: cfg.BodyReadTimeout,
