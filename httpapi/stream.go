@@ -133,7 +133,11 @@ func (s *Server) streamCatchUp(c echo.Context, st *sseStream, id string, status 
 	if done, err := s.streamCatchUp(c, st, id, false); err != nil || done {
 		return true, err
 	}
-	return true, st.event("end", "", map[string]domain.BuildStatus{"status": b.Status})
+	if err := st.event("end", "", map[string]domain.BuildStatus{"status": b.Status}); err != nil {
+		return true, err
+	}
+	st.w.Flush()
+	return true, nil
 }
 
 // resumeFrom is where a stream starts: Last-Event-ID (a reconnecting
@@ -198,7 +202,11 @@ func (st *sseStream) status(b domain.Build) error {
 	if b.Status == domain.StatusFailed {
 		msg = b.ErrorMessage
 	}
-	return st.event("status", "", map[string]any{"status": b.Status, "error_message": msg})
+	if err := st.event("status", "", map[string]any{"status": b.Status, "error_message": msg}); err != nil {
+		return err
+	}
+	st.w.Flush()
+	return nil
 }
 
 func (st *sseStream) event(name, id string, data any) error {
@@ -211,11 +219,8 @@ func (st *sseStream) event(name, id string, data any) error {
 			return err
 		}
 	}
-	if _, err := fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", name, b); err != nil {
-		return err
-	}
-	st.w.Flush()
-	return nil
+	_, err = fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", name, b)
+	return err // the caller flushes
 }
 
 func (st *sseStream) comment(text string) error {

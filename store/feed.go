@@ -13,8 +13,9 @@ import (
 
 // subscriptionBuffer bounds the log text one subscription holds between
 // two reads; past it the subscription is marked lagging and its reader
-// catches up from the database.
-const subscriptionBuffer = 1 << 20
+// catches up from the database. 64 KiB keeps a thousand stalled streams
+// within 64 MiB.
+const subscriptionBuffer = 64 << 10
 
 // feed is the store's subscriptions, by build.
 type feed struct {
