@@ -46,6 +46,7 @@ func TestBuildTimingMetrics(t *testing.T) {
 	t.Parallel()
 	c := Start(t, WithManualClock())
 	ios := c.Submit("ios", []byte("i"), nil)
+	c.Clock.Advance(time.Second) // queue order by time, not by the ids' tie-break
 	droid := c.Submit("android", []byte("a"), nil)
 	w := c.Register("w")
 
@@ -60,7 +61,7 @@ func TestBuildTimingMetrics(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.Upload(droid.ID, w, false, nil, "gradle failed").Status)
 
 	wait := scrapeHistograms(t, c, "controller_queue_wait_seconds")
-	require.Equal(t, histogram{count: 1, sum: 90}, wait["platform=ios,"])
+	require.Equal(t, histogram{count: 1, sum: 91}, wait["platform=ios,"])      // 1 + 90
 	require.Equal(t, histogram{count: 1, sum: 720}, wait["platform=android,"]) // 90 + 600 + 30
 	dur := scrapeHistograms(t, c, "controller_build_duration_seconds")
 	require.Equal(t, histogram{count: 1, sum: 600}, dur["outcome=completed,platform=ios,"])
