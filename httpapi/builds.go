@@ -2,16 +2,20 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -72,22 +76,217 @@ type listItem struct {
 	CompletedAt *string            `json:"completedAt,omitempty"`
 }
 
-// listBuilds is GET /api/builds (§2.2): an array, newest first; completedAt
-// only on finished builds.
+// toListItem is a build as the list shows it: completedAt only on finished
+// builds.
+func toListItem(b domain.Build) listItem {
+	it := listItem{ID: b.ID, Status: b.Status, CreatedAt: isoMillis(b.SubmittedAt)}
+	if b.Finished() && b.CompletedAt != nil {
+		t := isoMillis(*b.CompletedAt)
+		it.CompletedAt = &t
+	}
+	return it
+}
+
+// listParams are the query parameters of a filtered page of the build list
+// (§2.2): any one of them asks for a page. Other parameters are ignored.
+var listParams = [...]string{"status", "platform", "worker_id", "limit", "before"}
+
+// defaultListLimit is the length of a page of the build list when the client
+// names filters but no limit (§2.2).
+const defaultListLimit = 100
+
+// listBuilds is GET /api/builds (§2.2): an array, newest first. Without any
+// of listParams it is the whole list, as it always was (listAll); with any,
+// one filtered page (listPage).
 func (s *Server) listBuilds(c echo.Context) error {
-	builds, err := s.store.ListBuilds(c.Request().Context())
+	qs := c.QueryParams()
+	for _, p := range listParams {
+		if qs.Has(p) {
+			return s.listPage(c)
+		}
+	}
+	return s.listAll(c)
+}
+
+// listAll is the whole list, every build, newest first. It is read
+// store.MaxBuildPage builds at a time and written as it is read, so the size
+// of the history costs no memory; the bytes are those c.JSON writes of the
+// whole array (compact, or indented with ?pretty). The first page is read
+// before the 200 is sent, so a database that fails at once gets the route's
+// 500; a failure after that cuts the body short (invalid JSON) and is
+// logged. Each page is read by the key (submitted_at, id), which never
+// changes, so every build that exists when the answer starts is in it once,
+// and a build submitted meanwhile at most once (it is newer: normally left
+// out).
+func (s *Server) listAll(c echo.Context) error {
+	ctx := c.Request().Context()
+	q := store.BuildQuery{Limit: store.MaxBuildPage}
+	page, more, err := s.store.BuildPage(ctx, q)
 	if err != nil {
 		return err
 	}
-	out := make([]listItem, len(builds))
-	for i, b := range builds {
-		out[i] = listItem{ID: b.ID, Status: b.Status, CreatedAt: isoMillis(b.SubmittedAt)}
-		if b.Finished() && b.CompletedAt != nil {
-			t := isoMillis(*b.CompletedAt)
-			out[i].CompletedAt = &t
+	indent := "" // as c.JSON indents
+	if _, pretty := c.QueryParams()["pretty"]; c.Echo().Debug || pretty {
+		indent = "  "
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.WriteHeader(http.StatusOK)
+	// What json.Encoder writes of a slice: "[", the items joined by "," (with
+	// an indent, each on a line of its own), "]" and a newline.
+	first, next, last := "[", ",", "]\n"
+	if indent != "" {
+		first, next, last = "[\n"+indent, ",\n"+indent, "\n]\n"
+	}
+	n := 0
+	for {
+		for _, b := range page {
+			var item []byte
+			if indent == "" {
+				item, err = json.Marshal(toListItem(b))
+			} else {
+				item, err = json.MarshalIndent(toListItem(b), indent, indent)
+			}
+			if err != nil { // a struct of strings: cannot happen
+				s.log.Error("encoding the build list", "build_id", b.ID, "err", err)
+				return nil
+			}
+			sep := next
+			if n == 0 {
+				sep = first
+			}
+			if _, err := w.Write(append([]byte(sep), item...)); err != nil {
+				return nil // the client went away
+			}
+			n++
+		}
+		if !more {
+			break
+		}
+		q.Before = page[len(page)-1].ID
+		if page, more, err = s.store.BuildPage(ctx, q); err != nil {
+			// The status is sent: end the body early; the client sees broken JSON.
+			s.log.Error("streaming the build list", "before", q.Before, "err", err)
+			return nil
 		}
 	}
+	if n == 0 {
+		last = "[]\n"
+	}
+	w.Write([]byte(last))
+	return nil
+}
+
+// listPage is one filtered page of the list (§2.2), in the array of
+// listAll, with Link: <…>; rel="next" when more builds follow. It is 400
+// Invalid filter, Invalid limit or Invalid before for bad parameters.
+func (s *Server) listPage(c echo.Context) error {
+	q, err := listQuery(c.QueryParams())
+	if err != nil {
+		return err
+	}
+	page, more, err := s.store.BuildPage(c.Request().Context(), q)
+	if errors.Is(err, store.ErrNotFound) { // before names no build
+		return fail(http.StatusBadRequest, msgInvalidBefore)
+	}
+	if err != nil {
+		return err
+	}
+	if more {
+		c.Response().Header().Set("Link", nextPageLink(q, page[len(page)-1].ID))
+	}
+	out := make([]listItem, len(page))
+	for i, b := range page {
+		out[i] = toListItem(b)
+	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// listQuery reads the parameters of a page of the list (§2.2). A parameter
+// may be given once; a repeated one is refused like a bad value.
+//   - status: a status as the list shows it (a cancelled build is failed,
+//     so "cancelled" is not a value); else 400 Invalid filter.
+//   - platform: ios or android; else 400 Invalid filter.
+//   - worker_id: any non-empty text, matched against the build's worker
+//     (a UUID in any case); an id of no worker finds no build. Empty is 400
+//     Invalid filter.
+//   - limit: a whole number from 1 to store.MaxBuildPage (default
+//     defaultListLimit); else 400 Invalid limit.
+//   - before: a build's UUID; else 400 Invalid before (an unknown build is
+//     told by the store, store.ErrNotFound).
+func listQuery(qs url.Values) (store.BuildQuery, error) {
+	q := store.BuildQuery{Limit: defaultListLimit}
+	bad := func(msg string) (store.BuildQuery, error) {
+		return store.BuildQuery{}, fail(http.StatusBadRequest, msg)
+	}
+	if v, given, ok := oneValue(qs, "status"); given {
+		switch st := domain.BuildStatus(v); {
+		case !ok:
+			return bad(msgInvalidFilter)
+		case st == domain.StatusPending, st == domain.StatusAssigned, st == domain.StatusBuilding,
+			st == domain.StatusCompleted, st == domain.StatusFailed:
+			q.Status = st
+		default:
+			return bad(msgInvalidFilter)
+		}
+	}
+	if v, given, ok := oneValue(qs, "platform"); given {
+		p, valid := domain.ParsePlatform(v)
+		if !ok || !valid {
+			return bad(msgInvalidFilter)
+		}
+		q.Platform = p
+	}
+	if v, given, ok := oneValue(qs, "worker_id"); given {
+		if !ok || v == "" {
+			return bad(msgInvalidFilter)
+		}
+		q.WorkerID = v
+		if id, isUUID := domain.ParseID(v); isUUID {
+			q.WorkerID = id // worker ids are lower case
+		}
+	}
+	if v, given, ok := oneValue(qs, "limit"); given {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if !ok || err != nil || n < 1 || n > store.MaxBuildPage {
+			return bad(msgInvalidLimit)
+		}
+		q.Limit = int(n)
+	}
+	if v, given, ok := oneValue(qs, "before"); given {
+		id, valid := domain.ParseID(v)
+		if !ok || !valid {
+			return bad(msgInvalidBefore)
+		}
+		q.Before = id
+	}
+	return q, nil
+}
+
+// oneValue is the value of query parameter name, whether it was given, and
+// whether it was given only once.
+func oneValue(qs url.Values, name string) (value string, given, once bool) {
+	v, given := qs[name]
+	if len(v) != 1 {
+		return "", given, false
+	}
+	return v[0], true, true
+}
+
+// nextPageLink is the Link header of a page that more builds follow: the
+// same filters and limit, before the page's last build.
+func nextPageLink(q store.BuildQuery, last string) string {
+	var sb strings.Builder
+	sb.WriteString("</api/builds?")
+	for _, f := range [...]struct{ name, value string }{
+		{"status", string(q.Status)}, {"platform", string(q.Platform)}, {"worker_id", q.WorkerID},
+	} {
+		if f.value != "" {
+			sb.WriteString(f.name + "=" + url.QueryEscape(f.value) + "&")
+		}
+	}
+	fmt.Fprintf(&sb, "limit=%d&before=%s>; rel=\"next\"", q.Limit, url.QueryEscape(last))
+	return sb.String()
 }
 
 type activeItem struct {
@@ -120,29 +319,13 @@ func (s *Server) addressedBuild(c echo.Context) (domain.Build, error) {
 	return s.loadBuild(c)
 }
 
-type statusJSON struct {
-	ID           string             `json:"id"`
-	Status       domain.BuildStatus `json:"status"`
-	Platform     domain.Platform    `json:"platform"`
-	WorkerID     *string            `json:"worker_id"`
-	SubmittedAt  int64              `json:"submitted_at"`
-	StartedAt    *int64             `json:"started_at"`
-	CompletedAt  *int64             `json:"completed_at"`
-	ErrorMessage *string            `json:"error_message"`
-}
-
 // buildStatus is GET /api/builds/:id/status (§2.4): exactly eight fields.
 func (s *Server) buildStatus(c echo.Context) error {
 	b, err := s.addressedBuild(c)
 	if err != nil {
 		return err
 	}
-	out := statusJSON{ID: b.ID, Status: b.Status, Platform: b.Platform, WorkerID: b.WorkerID,
-		SubmittedAt: b.SubmittedAt, StartedAt: b.StartedAt, CompletedAt: b.CompletedAt}
-	if b.Status == domain.StatusFailed {
-		out.ErrorMessage = b.ErrorMessage
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, b.StatusObject())
 }
 
 type logJSON struct {

@@ -24,6 +24,8 @@ const (
 	msgInvalidWait       = "Invalid wait"
 	msgInvalidAfter      = "Invalid after"
 	msgInvalidLimit      = "Invalid limit"
+	msgInvalidFilter     = "Invalid filter" // GET /api/builds: status, platform or worker_id
+	msgInvalidBefore     = "Invalid before" // GET /api/builds: not the id of a build
 	msgTooManyStreams    = "Too many log streams"
 
 	// The newer worker generation's credentials (§4.12–§4.14).

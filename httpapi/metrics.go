@@ -145,3 +145,34 @@ func (s *Server) metricsHandler() echo.HandlerFunc {
 		return nil
 	}
 }
+
+// WebhookMetrics is what the metrics read from the webhook sender.
+type WebhookMetrics interface {
+	DeliveryCounts() (delivered, retried, gaveUp int64)
+}
+
+var descWebhooks = prometheus.NewDesc("controller_webhook_deliveries_total",
+	"Webhook attempts by outcome: delivered (2xx), retried (failed, tried again later), gave_up (given up after a day).",
+	[]string{"outcome"}, nil)
+
+// webhookCollector reads the webhook sender's counts at scrape time.
+type webhookCollector struct{ sender WebhookMetrics }
+
+func (c webhookCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descWebhooks }
+
+func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
+	delivered, retried, gaveUp := c.sender.DeliveryCounts()
+	ch <- prometheus.MustNewConstMetric(descWebhooks, prometheus.CounterValue, float64(delivered), "delivered")
+	ch <- prometheus.MustNewConstMetric(descWebhooks, prometheus.CounterValue, float64(retried), "retried")
+	ch <- prometheus.MustNewConstMetric(descWebhooks, prometheus.CounterValue, float64(gaveUp), "gave_up")
+}
+
+// ReportWebhooks adds controller_webhook_deliveries_total to /metrics, read
+// from w at scrape time (docs/API.md §3.4). A nil w (webhooks off) adds
+// nothing. Call it before the server serves.
+func (s *Server) ReportWebhooks(w WebhookMetrics) {
+	if w == nil {
+		return
+	}
+	s.metrics.reg.MustRegister(webhookCollector{w})
+}

@@ -50,7 +50,7 @@ type Store interface {
 	CheckFiles() error
 	ProbeWrite(ctx context.Context) error
 	GetBuild(ctx context.Context, id string) (domain.Build, error)
-	ListBuilds(ctx context.Context) ([]domain.Build, error)
+	BuildPage(ctx context.Context, q store.BuildQuery) ([]domain.Build, bool, error)
 	RecentBuilds(ctx context.Context, limit int) ([]domain.Build, error)
 	RunningBuilds(ctx context.Context) ([]domain.Build, error)
 	FirstPending(ctx context.Context, limit int) ([]domain.Build, error)

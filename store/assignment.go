@@ -53,7 +53,8 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 }
 
 // CancelBuild fails an unfinished build as cancelled by the user, frees its
-// worker (counters unchanged, worker_id kept) and logs "Build cancelled". It
+// worker (counters unchanged, worker_id kept), logs "Build cancelled" and
+// writes the build.failed event to the outbox (recordEvent). It
 // returns the build as it was before, or ErrNotFound, or ErrConflict when the
 // build is already finished.
 func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error) {
@@ -79,6 +80,9 @@ func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.B
 				return err
 			}
 		}
+		if err := recordEvent(ctx, tx, id, EventFailed, now); err != nil {
+			return err
+		}
 		return appendLog(ctx, tx, id, now, domain.LevelInfo, "Build cancelled")
 	})
 	if err != nil {
@@ -100,7 +104,8 @@ type Finish struct {
 }
 
 // FinishBuild completes or fails a running build for its current assignee,
-// counting the result once on the worker and making it idle. It returns
+// counting the result once on the worker and making it idle, and writes the
+// build.completed or build.failed event to the outbox. It returns
 // ErrNotFound, or ErrNotAssignee when the worker is not the current assignee.
 func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 	ctx, cancel := s.opContext(ctx)
@@ -135,6 +140,13 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 			}
 		}
 		if err != nil {
+			return err
+		}
+		event := EventCompleted
+		if !f.Success {
+			event = EventFailed
+		}
+		if err := recordEvent(ctx, tx, f.BuildID, event, f.Now); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE workers SET `+counter+` = `+counter+` + 1,
@@ -229,7 +241,8 @@ type attemptEnd struct {
 
 // endAttempt ends the running build b's assignment without a result,
 // counting an attempt: requeued at its place while attempts remain, else
-// failed (domain.DecideTimeout); its worker becomes idle.
+// failed (domain.DecideTimeout); its worker becomes idle. The outbox gets
+// build.requeued or build.failed.
 func endAttempt(ctx context.Context, tx *sql.Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
 	noteStatus(ctx, b.ID)
 	decision := domain.DecideTimeout(b.Attempts, maxAttempts)
@@ -251,6 +264,13 @@ func endAttempt(ctx context.Context, tx *sql.Tx, b domain.Build, now int64, maxA
 		}
 	}
 	if err != nil {
+		return domain.TimeoutNone, err
+	}
+	event := EventFailed
+	if decision.Outcome == domain.TimeoutRequeued {
+		event = EventRequeued
+	}
+	if err := recordEvent(ctx, tx, b.ID, event, now); err != nil {
 		return domain.TimeoutNone, err
 	}
 	return decision.Outcome, releaseWorker(ctx, tx, *b.WorkerID)
@@ -343,11 +363,15 @@ func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
 	return requeued, nil
 }
 
-// requeue returns a running build to pending at its submit-order place.
+// requeue returns a running build to pending at its submit-order place and
+// writes build.requeued to the outbox.
 func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason string) error {
 	noteStatus(ctx, id)
 	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
 		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
+		return err
+	}
+	if err := recordEvent(ctx, tx, id, EventRequeued, now); err != nil {
 		return err
 	}
 	return appendLog(ctx, tx, id, now, domain.LevelWarn, reason)

@@ -5,11 +5,16 @@
 //	│   ├── queue-manager
 //	│   └── liveness-monitor
 //	├── file-storage
+//	├── webhooks                 (only with a webhook URL)
+//	│   └── webhook-sender
 //	└── http-server
 //
 // The queue manager and the liveness monitor share the core supervisor so
 // that a flapping file service or HTTP listener never puts the queue into
-// restart backoff (suture keeps one failure budget per supervisor).
+// restart backoff (suture keeps one failure budget per supervisor). The
+// webhook sender has a supervisor of its own for the same reason: a
+// receiver's failures are its normal work, and a sender that keeps failing
+// (its database reads) must never hold back the restart of anything else.
 package supervisor
 
 import (
@@ -25,6 +30,8 @@ type Services struct {
 	Monitor suture.Service
 	Files   suture.Service
 	HTTP    suture.Service
+	// Webhooks is the webhook sender; nil when no webhook URL is configured.
+	Webhooks suture.Service
 }
 
 // Options tune the supervisors; zero values take suture's defaults except
@@ -53,6 +60,11 @@ func New(log *slog.Logger, s Services, o Options) *suture.Supervisor {
 	core.Add(s.Monitor)
 	root.Add(core)
 	root.Add(s.Files)
+	if s.Webhooks != nil {
+		hooks := suture.New("webhooks", spec)
+		hooks.Add(s.Webhooks)
+		root.Add(hooks)
+	}
 	root.Add(s.HTTP)
 	return root
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/liveness"
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/actors/webhooks"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/supervisor"
@@ -36,7 +37,9 @@ type App struct {
 	Queue   *queue.Manager
 	Monitor *liveness.Monitor
 	HTTP    *httpapi.Server
-	Tree    *suture.Supervisor
+	// Webhooks is the webhook sender; nil when no webhook URL is configured.
+	Webhooks *webhooks.Sender
+	Tree     *suture.Supervisor
 }
 
 // NewLogger returns the server logger for the configured format and level.
@@ -57,9 +60,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
+	if err := cfg.checkWebhooks(); err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.DBPath)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
+	}
+	// The webhook receivers are data that every event's transaction reads
+	// (docs/API.md §3.5): set before the recovery, whose requeues are events.
+	dropped, err := st.SetWebhookURLs(ctx, cfg.WebhookURLs)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("configure webhooks: %w", err)
+	}
+	if dropped > 0 {
+		log.Warn("undelivered webhooks dropped: their URL is no longer configured", "count", dropped)
 	}
 	// Recovery after a (re)start, before anything can read or write: builds of
 	// vanished workers go back to pending and downtime never counts against
@@ -81,6 +97,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	var db Store = st
 	if cfg.WrapStore != nil {
 		db = cfg.WrapStore(st)
+	}
+	var hooks *webhooks.Sender // nil: webhooks off
+	if len(cfg.WebhookURLs) > 0 {
+		hooks = webhooks.New(st, cfg.Clock, log.With("service", "webhook-sender"), webhooks.Config{Secret: cfg.WebhookSecret})
+		db = kickingStore{Store: db, kick: hooks.Kick}
 	}
 	builds := httpapi.NewBuildObserver() // build timings, served on /metrics
 	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
@@ -107,9 +128,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MetricsPublic:   cfg.MetricsPublic,
 		Clock:           cfg.Clock,
 	}, q, db, fs, log.With("service", "http"))
-	tree := supervisor.New(log, supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv},
-		supervisor.Options{FailureBackoff: cfg.FailureBackoff})
-	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Tree: tree}, nil
+	services := supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv}
+	if hooks != nil { // never a nil *Sender in an interface
+		services.Webhooks = hooks
+		srv.ReportWebhooks(hooks)
+	}
+	tree := supervisor.New(log, services, supervisor.Options{FailureBackoff: cfg.FailureBackoff})
+	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Webhooks: hooks,
+		Tree: tree}, nil
 }
 
 // Run serves until ctx ends, then shuts down in order: the HTTP server stops

@@ -11,9 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/liveness"
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/actors/webhooks"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
 	"github.com/expo-free-agent/controller/store/domain"
 
@@ -54,6 +57,10 @@ type Config struct {
 	LogLevel       string // debug, info, warn, error
 	MetricsPublic  bool   // serve /metrics without the API key
 	PprofAddr      string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
+
+	// Webhooks (docs/API.md §3.5): off without a URL.
+	WebhookURLs   []string // receivers of the build events
+	WebhookSecret string   // signs every webhook body; required with a URL
 
 	// Not settable from the command line; tests inject them.
 	Clock           clock.Clock
@@ -99,6 +106,10 @@ type setting struct {
 // boolFlags may be given without a value ("--metrics-public" means true).
 var boolFlags = map[string]bool{"metrics-public": true}
 
+// multiFlags may be repeated, each value applied in order; their
+// environment variable holds a comma-separated list.
+var multiFlags = map[string]bool{"webhook-url": true}
+
 // ParseArgs reads the configuration: each setting from its flag, else its
 // environment variable (getenv), else the default. A leading "start" is
 // accepted and ignored; any other positional argument is a UsageError.
@@ -132,14 +143,18 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), cfg.LogLevel},
 		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key", boolSetter(&cfg.MetricsPublic), strconv.FormatBool(cfg.MetricsPublic)},
 		{"pprof-addr", "CONTROLLER_PPROF_ADDR", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty", func(v string) error { cfg.PprofAddr = v; return nil }, ""},
+		{"webhook-url", "CONTROLLER_WEBHOOK_URLS", "POST build events to this http(s) URL; repeat for more (the environment takes a comma-separated list); off when none", webhookURLSetter(&cfg.WebhookURLs), ""},
+		{"webhook-secret", "CONTROLLER_WEBHOOK_SECRET", "key of the webhooks' HMAC-SHA256 signature; required with --webhook-url, at least 16 characters", func(v string) error { cfg.WebhookSecret = v; return nil }, ""},
 	}
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	given := map[string]string{}
+	lists := map[string][]string{} // every value of a multiFlags flag
 	for _, s := range settings {
 		name := s.flag
 		record := func(v string) error {
 			given[name] = v
+			lists[name] = append(lists[name], v)
 			return nil
 		}
 		usage := fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)
@@ -165,15 +180,28 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	}
 	for _, s := range settings {
 		v, ok := given[s.flag]
+		values := []string{v}
+		if multiFlags[s.flag] {
+			values = lists[s.flag]
+		}
 		if !ok {
 			v = getenv(s.env)
 			if v == "" {
 				continue
 			}
+			values = []string{v}
+			if multiFlags[s.flag] {
+				values = splitList(v)
+			}
 		}
-		if err := s.apply(v); err != nil {
-			return cfg, &UsageError{fmt.Sprintf("invalid --%s %q: %v", s.flag, v, err)}
+		for _, v := range values {
+			if err := s.apply(v); err != nil {
+				return cfg, &UsageError{fmt.Sprintf("invalid --%s %q: %v", s.flag, v, err)}
+			}
 		}
+	}
+	if err := cfg.checkWebhooks(); err != nil {
+		return cfg, &UsageError{err.Error()}
 	}
 	if port != "" {
 		p, err := strconv.Atoi(port)
@@ -194,6 +222,45 @@ func seconds(d time.Duration) string {
 		return strconv.Itoa(int(d/time.Minute)) + "m"
 	}
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// splitList reads a comma-separated list, ignoring spaces and empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// webhookURLSetter adds an absolute http or https URL to the list, once.
+func webhookURLSetter(dst *[]string) func(string) error {
+	return func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("must be an absolute http or https URL")
+		}
+		if !slices.Contains(*dst, v) {
+			*dst = append(*dst, v)
+		}
+		return nil
+	}
+}
+
+// checkWebhooks refuses webhook URLs without a secret of at least
+// webhooks.MinSecretLength characters (docs/API.md §7).
+func (c Config) checkWebhooks() error {
+	switch {
+	case len(c.WebhookURLs) == 0:
+		return nil
+	case c.WebhookSecret == "":
+		return errors.New("--webhook-secret is required with --webhook-url")
+	case len(c.WebhookSecret) < webhooks.MinSecretLength:
+		return fmt.Errorf("webhook secret must be at least %d characters", webhooks.MinSecretLength)
+	}
+	return nil
 }
 
 func sizeSetter(dst *int64) func(string) error {

@@ -192,3 +192,61 @@ func TestParseArgsBoolFlag(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:6060", cfg.PprofAddr)
 }
+
+func TestParseArgsWebhooks(t *testing.T) {
+	t.Parallel()
+	const secret = "webhook-secret-0123"
+	t.Run("FlagRepeats", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := ParseArgs([]string{"--webhook-url", "https://a.example/hook", "--webhook-url=http://127.0.0.1:9/b?x=1,2",
+			"--webhook-url", "https://a.example/hook", "--webhook-secret", secret}, env(nil), &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, []string{"https://a.example/hook", "http://127.0.0.1:9/b?x=1,2"}, cfg.WebhookURLs, "in order, once each")
+		require.Equal(t, secret, cfg.WebhookSecret)
+	})
+	t.Run("EnvIsACommaSeparatedList", func(t *testing.T) {
+		t.Parallel()
+		e := env(map[string]string{"CONTROLLER_WEBHOOK_URLS": " https://a.example/1 ,, https://b.example/2 ",
+			"CONTROLLER_WEBHOOK_SECRET": secret})
+		cfg, err := ParseArgs(nil, e, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, []string{"https://a.example/1", "https://b.example/2"}, cfg.WebhookURLs)
+		cfg, err = ParseArgs([]string{"--webhook-url", "https://c.example/3"}, e, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, []string{"https://c.example/3"}, cfg.WebhookURLs, "the flag replaces the environment")
+	})
+	t.Run("SecretWithoutURL/Ignored", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := ParseArgs([]string{"--webhook-secret", "short"}, env(nil), &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Empty(t, cfg.WebhookURLs)
+	})
+	for _, tc := range []struct {
+		name, err string
+		args      []string
+	}{
+		{"NoSecret", "--webhook-secret is required with --webhook-url", []string{"--webhook-url", "https://a.example"}},
+		{"ShortSecret", "webhook secret must be at least 16 characters",
+			[]string{"--webhook-url", "https://a.example", "--webhook-secret", "fifteen-chars-x"}},
+		{"NotHTTP", `invalid --webhook-url "ftp://a.example/x": must be an absolute http or https URL`,
+			[]string{"--webhook-url", "ftp://a.example/x", "--webhook-secret", secret}},
+		{"Relative", `invalid --webhook-url "/hook": must be an absolute http or https URL`,
+			[]string{"--webhook-url", "/hook", "--webhook-secret", secret}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseArgs(tc.args, env(nil), &bytes.Buffer{})
+			var usage *UsageError
+			require.ErrorAs(t, err, &usage)
+			require.EqualError(t, err, tc.err)
+		})
+	}
+	t.Run("NewRefusesToo", func(t *testing.T) {
+		t.Parallel()
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(t.TempDir(), "c.db")
+		cfg.WebhookURLs = []string{"https://a.example"}
+		_, err := New(t.Context(), cfg, nil)
+		require.EqualError(t, err, "--webhook-secret is required with --webhook-url")
+	})
+}
