@@ -113,6 +113,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("%w: create database directory: %v", ErrInternal, err)
 	}
+	if err := inspect(ctx, path); err != nil {
+		return nil, err
+	}
 	s := &Store{opTimeout: DefaultOpTimeout, wal: &walFile{path: path + "-wal"}}
 	s.durable = fsync.NewGroup(s.wal.Sync)
 	for _, o := range opts {

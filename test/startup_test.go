@@ -36,10 +36,25 @@ func TestBinaryStartupChecks(t *testing.T) {
 		t.Skip("binary test skipped in -short mode")
 	}
 	dir := t.TempDir()
+	// Configuration and data-file mistakes exit 2: a service manager must
+	// not restart into them (RestartPreventExitStatus=2).
 	code, out := runBinary(t, dir, "start", "--api-key", "too-short")
-	require.NotEqual(t, 0, code)
+	require.Equal(t, 2, code, "%s", out)
 	require.Contains(t, out, "API key must be at least 16 characters")
 	require.NotContains(t, out, "listening")
+
+	code, out = runBinary(t, dir, "--api-key", testKey, "--worker-key", testKey)
+	require.Equal(t, 2, code, "%s", out)
+	require.Contains(t, out, "worker key must differ from the API key")
+
+	notDB := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(notDB, []byte("not a database"), 0o600))
+	code, out = runBinary(t, dir, "--api-key", testKey, "--db", notDB)
+	require.Equal(t, 2, code, "%s", out)
+	require.Contains(t, out, "is not a SQLite database; point --db at a new file")
+	b, err := os.ReadFile(notDB)
+	require.NoError(t, err)
+	require.Equal(t, "not a database", string(b))
 
 	code, out = runBinary(t, dir, "start", "now")
 	require.Equal(t, 2, code)

@@ -61,7 +61,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		cfg.Clock = clock.System{}
 	}
 	if err := cfg.checkWebhooks(); err != nil {
-		return nil, err
+		return nil, configError{err.Error()}
 	}
 	st, err := store.Open(ctx, cfg.DBPath)
 	if err != nil {

@@ -336,12 +336,31 @@ const MinAPIKeyLength = 16
 
 var keyChars = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// ErrConfig marks a configuration mistake: retrying cannot help, so the
+// controller exits with status 2 (docs/API.md §7).
+var ErrConfig = errors.New("configuration error")
+
+// configError is a configuration mistake with its own message.
+type configError struct{ msg string }
+
+func (e configError) Error() string        { return e.msg }
+func (e configError) Is(target error) bool { return target == ErrConfig }
+
 // ResolveAPIKey settles the admin key: the configured one, else the trimmed
 // contents of <db dir>/api-key, else a new 43-character key written there
-// with mode 0600 and printed once to out. A key under 16 characters is an
-// error; characters outside [A-Za-z0-9_-] only give a warning.
-func ResolveAPIKey(cfg *Config, out io.Writer) (warning string, err error) {
+// with mode 0600 and printed once to out. It says on out where the key came
+// from. A key under 16 characters is an error (ErrConfig); characters
+// outside [A-Za-z0-9_-], and a key file that holds another key than the
+// configured one (its readers would be refused), give warnings.
+func ResolveAPIKey(cfg *Config, out io.Writer) (warnings []string, err error) {
 	path := filepath.Join(filepath.Dir(cfg.DBPath), "api-key")
+	if cfg.APIKey != "" {
+		fmt.Fprintln(out, "API key from --api-key or CONTROLLER_API_KEY")
+		if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != cfg.APIKey {
+			warnings = append(warnings, fmt.Sprintf("%s holds a different key than the configured one and is not used; "+
+				"clients that read it get 403 Invalid API key: delete it or put the configured key in it", path))
+		}
+	}
 	if cfg.APIKey == "" {
 		b, err := os.ReadFile(path)
 		switch {
@@ -351,34 +370,34 @@ func ResolveAPIKey(cfg *Config, out io.Writer) (warning string, err error) {
 		case errors.Is(err, os.ErrNotExist):
 			var raw [32]byte
 			if _, err := rand.Read(raw[:]); err != nil {
-				return "", err
+				return nil, err
 			}
 			cfg.APIKey = base64.RawURLEncoding.EncodeToString(raw[:])
 			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-				return "", fmt.Errorf("create data directory: %w", err)
+				return nil, fmt.Errorf("create data directory: %w", err)
 			}
 			if err := os.WriteFile(path, []byte(cfg.APIKey+"\n"), 0o600); err != nil {
-				return "", fmt.Errorf("save generated API key: %w", err)
+				return nil, fmt.Errorf("save generated API key: %w", err)
 			}
 			fmt.Fprintf(out, "Generated API key (saved to %s; shown only this once):\n\n    %s\n\n", path, cfg.APIKey)
 		default:
-			return "", fmt.Errorf("read API key file: %w", err)
+			return nil, fmt.Errorf("read API key file: %w", err)
 		}
 	}
 	if len(cfg.APIKey) < MinAPIKeyLength {
-		return "", errors.New("API key must be at least 16 characters")
+		return nil, configError{"API key must be at least 16 characters"}
 	}
 	if cfg.WorkerKey != "" && len(cfg.WorkerKey) < MinAPIKeyLength {
-		return "", errors.New("worker key must be at least 16 characters")
+		return nil, configError{"worker key must be at least 16 characters"}
 	}
 	if cfg.WorkerKey != "" && cfg.WorkerKey == cfg.APIKey {
-		return "", errors.New("worker key must differ from the API key (it opens only the worker routes)")
+		return nil, configError{"worker key must differ from the API key (it opens only the worker routes)"}
 	}
 	if !keyChars.MatchString(cfg.APIKey) {
-		return "API key contains characters outside [A-Za-z0-9_-]; the worker VM bootstrap refuses such keys", nil
+		warnings = append(warnings, "API key contains characters outside [A-Za-z0-9_-]; the worker VM bootstrap refuses such keys")
 	}
 	if cfg.WorkerKey != "" && !keyChars.MatchString(cfg.WorkerKey) {
-		return "worker key contains characters outside [A-Za-z0-9_-]; the older worker VMs, which are given it, refuse such keys", nil
+		warnings = append(warnings, "worker key contains characters outside [A-Za-z0-9_-]; the older worker VMs, which are given it, refuse such keys")
 	}
-	return "", nil
+	return warnings, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,6 +144,29 @@ func TestResolveAPIKey(t *testing.T) {
 		cfg.APIKey = "short-key"
 		_, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
 		require.EqualError(t, err, "API key must be at least 16 characters")
+		require.ErrorIs(t, err, ErrConfig, "exit status 2")
+	})
+	t.Run("StaleKeyFile", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		file := filepath.Join(dir, "api-key")
+		require.NoError(t, os.WriteFile(file, []byte("generated-key-0123456789\n"), 0o600))
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(dir, "controller.db")
+		cfg.APIKey = "configured-key-0123456789"
+		var out bytes.Buffer
+		warn, err := ResolveAPIKey(&cfg, &out)
+		require.NoError(t, err)
+		require.Equal(t, "configured-key-0123456789", cfg.APIKey, "the configured key wins")
+		require.Contains(t, out.String(), "API key from --api-key or CONTROLLER_API_KEY")
+		require.Len(t, warn, 1)
+		require.Contains(t, warn[0], file+" holds a different key than the configured one")
+		require.NotContains(t, warn[0], "generated-key", "the warning does not print keys")
+
+		cfg.APIKey = "generated-key-0123456789" // the same key: nothing to say
+		warn, err = ResolveAPIKey(&cfg, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Empty(t, warn)
 	})
 	t.Run("WorkerKey", func(t *testing.T) {
 		t.Parallel()
@@ -159,13 +183,14 @@ func TestResolveAPIKey(t *testing.T) {
 				warn, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
 				if tc.err != "" {
 					require.EqualError(t, err, tc.err)
+					require.ErrorIs(t, err, ErrConfig)
 					return
 				}
 				require.NoError(t, err)
 				if tc.warn == "" {
 					require.Empty(t, warn)
 				} else {
-					require.Contains(t, warn, tc.warn)
+					require.Contains(t, strings.Join(warn, "\n"), tc.warn)
 				}
 			})
 		}
@@ -177,7 +202,7 @@ func TestResolveAPIKey(t *testing.T) {
 		cfg.APIKey = "key with spaces and $ signs!"
 		warn, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
 		require.NoError(t, err)
-		require.Contains(t, warn, "[A-Za-z0-9_-]")
+		require.Contains(t, strings.Join(warn, "\n"), "[A-Za-z0-9_-]")
 	})
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/expo-free-agent/controller/cmd/app"
+	"github.com/expo-free-agent/controller/store"
 )
 
 func main() { os.Exit(run()) }
@@ -31,21 +32,21 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		return 2
 	}
-	warning, err := app.ResolveAPIKey(&cfg, os.Stdout)
+	warnings, err := app.ResolveAPIKey(&cfg, os.Stdout)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		fmt.Fprintln(os.Stderr, "controller:", err)
+		return exitStatus(err)
 	}
 	log := app.NewLogger(cfg, os.Stderr)
-	if warning != "" {
-		log.Warn(warning)
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
-		return 1
+		return exitStatus(err)
 	}
 	if cfg.PprofAddr != "" {
 		go servePprof(cfg.PprofAddr, log)
@@ -58,6 +59,17 @@ func run() int {
 	}
 	log.Info("controller stopped")
 	return 0
+}
+
+// exitStatus is 2 for a mistake that retrying cannot mend — the
+// configuration, or a database file that is not this controller's — so that
+// a service manager stops restarting (RestartPreventExitStatus=2), and 1 for
+// the rest (a port still taken, a full disk), which a restart may mend.
+func exitStatus(err error) int {
+	if errors.Is(err, app.ErrConfig) || errors.Is(err, store.ErrNotADatabase) || errors.Is(err, store.ErrForeignDatabase) {
+		return 2
+	}
+	return 1
 }
 
 // servePprof serves the Go profiler on its own listener (never on the API
