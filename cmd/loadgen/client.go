@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,4 +268,80 @@ func (c *client) completeSmall(ctx context.Context, buildID, workerID string, re
 		"result", "build.bin", result)
 	_, err := c.upload(ctx, c.hc, bytes.NewReader(body), int64(len(body)), ct)
 	return err
+}
+
+// pollWait long-polls as workerID through hc (whose timeout must exceed the
+// wait); nil means {"job": null}.
+func (c *client) pollWait(ctx context.Context, hc *http.Client, workerID string, waitSeconds int) (*job, error) {
+	var out struct {
+		Job *job `json:"job"`
+	}
+	path := pollPath(workerID) + "&wait=" + strconv.Itoa(waitSeconds)
+	if err := c.do(hc, c.newRequest(ctx, http.MethodGet, path, nil, ""), &out); err != nil {
+		return nil, err
+	}
+	return out.Job, nil
+}
+
+// gauge reads one unlabelled metric from GET /metrics (with the key). A
+// failure is returned, not counted: /metrics is how the tool watches the
+// controller, not what it measures.
+func (c *client) gauge(ctx context.Context, name string) (float64, error) {
+	req := c.newRequest(ctx, http.MethodGet, "/metrics", nil, "")
+	req.Header.Set("X-API-Key", c.key)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, &statusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(body[:min(len(body), 200)]))}
+	}
+	v, ok := parseGauge(body, name)
+	if !ok {
+		return 0, fmt.Errorf("/metrics has no %s", name)
+	}
+	return v, nil
+}
+
+// parseGauge finds the sample of an unlabelled metric in the Prometheus
+// text format: the line "<name> <value>".
+func parseGauge(text []byte, name string) (float64, bool) {
+	for line := range strings.Lines(string(text)) {
+		rest, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), name+" ")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest) // the value, maybe a timestamp
+		if len(fields) == 0 {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+// waitGauge reads the gauge every 50 ms until it is at least want, for at
+// most limit; it returns the last value read and why it stopped early.
+func (c *client) waitGauge(ctx context.Context, name string, want float64, limit time.Duration) (float64, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		v, err := c.gauge(ctx, name)
+		switch {
+		case err != nil:
+			return v, err
+		case v >= want:
+			return v, nil
+		case time.Now().After(deadline):
+			return v, fmt.Errorf("%s stayed at %g, below %g, for %s", name, v, want, limit)
+		case ctx.Err() != nil:
+			return v, ctx.Err()
+		}
+		pause(ctx, 50*time.Millisecond)
+	}
 }

@@ -40,6 +40,19 @@ type Config struct {
 	LogBatch   int
 	LogWorkers int
 
+	// longpoll
+	Wait          time.Duration // ?wait= of every long-poll, whole seconds (also logstream's setup)
+	LPWorkers     int           // workers holding polls while builds are submitted
+	SubmitRate    float64       // builds submitted per second
+	LPIdleWorkers int           // workers holding polls with nothing to do
+	LPIdleWindow  time.Duration // how long their cost is measured
+
+	// logstream
+	Streams      int     // live log streams open at once
+	StreamBuilds int     // builds the streams follow (0: one per stream)
+	LineRate     float64 // lines per second posted to each build
+	StreamBatch  int     // lines per POST
+
 	// PID, when not 0, is the controller's process: its VmRSS is sampled
 	// every RSSInterval during each scenario.
 	PID         int
@@ -57,12 +70,14 @@ func defaults() Config {
 		Workers: 16, Builds: 2000, Submitters: 4, IdlePause: 5 * time.Millisecond, ResultSize: 4 << 10,
 		Size:     1 << 30,
 		LogBatch: 100, LogWorkers: 8,
+		Wait: 30 * time.Second, LPWorkers: 200, SubmitRate: 50, LPIdleWorkers: 1000, LPIdleWindow: 35 * time.Second,
+		Streams: 1000, LineRate: 100, StreamBatch: 10,
 		RSSInterval: 50 * time.Millisecond,
 	}
 }
 
 // scenarioOrder is the order "all" runs them in.
-var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs"}
+var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream"}
 
 // parseConfig reads the command line (and CONTROLLER_API_KEY through
 // getenv). It returns the configuration and the scenarios to run, in order.
@@ -74,8 +89,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	scenario := "all"
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL")
 	fs.StringVar(&cfg.APIKey, "api-key", getenv("CONTROLLER_API_KEY"), "admin API key (env CONTROLLER_API_KEY)")
-	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, all, or a comma-separated list")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle and logs run")
+	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, all, or a comma-separated list")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle, logs and logstream run, and longpoll submits")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "idle: polling workers (one goroutine each)")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "dispatch: workers taking builds")
 	fs.IntVar(&cfg.Builds, "builds", cfg.Builds, "dispatch: builds to submit")
@@ -86,10 +101,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&cfg.PID, "pid", 0, "controller pid: sample /proc/<pid>/status VmRSS every 50ms")
 	fs.IntVar(&cfg.LogBatch, "log-batch", cfg.LogBatch, "logs: lines per POST")
 	fs.IntVar(&cfg.LogWorkers, "log-workers", cfg.LogWorkers, "logs: workers posting logs (one build each)")
+	fs.DurationVar(&cfg.Wait, "wait", cfg.Wait, "longpoll: ?wait= of every poll (whole seconds, 1s to 50s)")
+	fs.IntVar(&cfg.LPWorkers, "lp-workers", cfg.LPWorkers, "longpoll: workers holding polls while builds are submitted")
+	fs.Float64Var(&cfg.SubmitRate, "submit-rate", cfg.SubmitRate, "longpoll: builds submitted per second, for --duration")
+	fs.IntVar(&cfg.LPIdleWorkers, "lp-idle-workers", cfg.LPIdleWorkers, "longpoll: workers holding polls with nothing to do")
+	fs.DurationVar(&cfg.LPIdleWindow, "lp-idle-window", cfg.LPIdleWindow, "longpoll: how long the idle workers' cost is measured (cover --wait to include a renewal)")
+	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "logstream: live log streams open at once")
+	fs.IntVar(&cfg.StreamBuilds, "stream-builds", cfg.StreamBuilds, "logstream: running builds the streams follow (0: one per stream)")
+	fs.Float64Var(&cfg.LineRate, "line-rate", cfg.LineRate, "logstream: lines per second posted to each build")
+	fs.IntVar(&cfg.StreamBatch, "stream-batch", cfg.StreamBatch, "logstream: lines per POST")
 	fs.StringVar(&cfg.Platform, "platform", cfg.Platform, "platform of submitted builds: android or ios")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout (transfers have none)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion.\n"+
+		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion,\n"+
+			"long-poll dispatch and idle held polls, live log streams.\n"+
 			"Figures go to stdout as `figure name=value unit` lines, a summary to stderr.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -126,7 +151,8 @@ func (c Config) validate() error {
 		name string
 		n    int
 	}{{"concurrency", c.Concurrency}, {"workers", c.Workers}, {"builds", c.Builds},
-		{"submitters", c.Submitters}, {"log-batch", c.LogBatch}, {"log-workers", c.LogWorkers}} {
+		{"submitters", c.Submitters}, {"log-batch", c.LogBatch}, {"log-workers", c.LogWorkers},
+		{"lp-workers", c.LPWorkers}, {"lp-idle-workers", c.LPIdleWorkers}, {"streams", c.Streams}, {"stream-batch", c.StreamBatch}} {
 		if v.n < 1 {
 			return fmt.Errorf("--%s must be at least 1", v.name)
 		}
@@ -140,8 +166,24 @@ func (c Config) validate() error {
 	if c.ResultSize < 1 || c.Size < 1 {
 		return errors.New("--result-size and --size must be at least 1 byte")
 	}
+	if c.Wait < time.Second || c.Wait > maxWait || c.Wait%time.Second != 0 {
+		return fmt.Errorf("--wait must be whole seconds from 1s to %s", maxWait)
+	}
+	if c.LPIdleWindow <= 0 {
+		return errors.New("--lp-idle-window must be positive")
+	}
+	if !(c.SubmitRate > 0) || !(c.LineRate > 0) {
+		return errors.New("--submit-rate and --line-rate must be positive")
+	}
+	if c.StreamBuilds < 0 || c.StreamBuilds > c.Streams {
+		return errors.New("--stream-builds must be from 0 to --streams")
+	}
 	return nil
 }
+
+// maxWait is the longest hold the controller grants a poll (docs/API.md
+// §4.18).
+const maxWait = 50 * time.Second
 
 func parseScenarios(s string) ([]string, error) {
 	want := map[string]bool{}
@@ -152,10 +194,10 @@ func parseScenarios(s string) ([]string, error) {
 			for _, n := range scenarioOrder {
 				want[n] = true
 			}
-		case "idle", "dispatch", "transfer", "logs":
+		case "idle", "dispatch", "transfer", "logs", "longpoll", "logstream":
 			want[name] = true
 		default:
-			return nil, fmt.Errorf("unknown scenario %q: idle, dispatch, transfer, logs or all", name)
+			return nil, fmt.Errorf("unknown scenario %q: idle, dispatch, transfer, logs, longpoll, logstream or all", name)
 		}
 	}
 	var out []string

@@ -83,9 +83,11 @@ func parseFigures(t *testing.T, out string) map[string]string {
 func TestAgainstController(t *testing.T) {
 	url := startController(t, nil)
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "idle,dispatch,logs,transfer",
+	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "idle,dispatch,logs,transfer,longpoll,logstream",
 		"--duration", "200ms", "--concurrency", "4", "--workers", "4", "--builds", "20", "--submitters", "2",
 		"--log-workers", "2", "--log-batch", "10", "--size", "3MiB", "--idle-pause", "2ms",
+		"--wait", "1s", "--lp-workers", "3", "--submit-rate", "20", "--lp-idle-workers", "5", "--lp-idle-window", "300ms",
+		"--streams", "4", "--stream-builds", "2", "--line-rate", "50", "--stream-batch", "5",
 		"--pid", strconv.Itoa(os.Getpid())}, func(string) string { return "" }, &stdout, &stderr)
 	require.Equal(t, 0, code, "stderr:\n%s", stderr.String())
 
@@ -97,6 +99,11 @@ func TestAgainstController(t *testing.T) {
 		"transfer_submit_mb_s": "MB/s", "transfer_upload_mb_s": "MB/s", "transfer_download_mb_s": "MB/s",
 		"transfer_rss_growth": "MiB", "transfer_upload_rss_baseline": "MiB",
 		"logs_lines_per_s": "lines/s", "logs_batch_p99": "ms",
+		"longpoll_job_p50": "ms", "longpoll_job_p99": "ms", "longpoll_assign_p99": "ms", "longpoll_submit_rate": "builds/s",
+		"longpoll_rss_growth": "MiB", "longpoll_idle_cpu": "%core", "longpoll_idle_loadgen_cpu": "%core",
+		"longpoll_idle_rss_peak": "MiB", "longpoll_idle_polls": "count",
+		"logstream_lines_per_s": "lines/s", "logstream_target_lines_per_s": "lines/s", "logstream_latency_p99": "ms",
+		"logstream_latency_max": "ms", "logstream_post_p99": "ms", "logstream_cpu": "%core", "logstream_rss_growth": "MiB",
 	} {
 		require.Contains(t, figs, name)
 		require.True(t, strings.HasSuffix(figs[name], " "+unit), "%s=%s", name, figs[name])
@@ -105,11 +112,36 @@ func TestAgainstController(t *testing.T) {
 		"idle_errors": "0 count", "dispatch_errors": "0 count", "logs_errors": "0 count", "transfer_errors": "0 count",
 		"dispatch_double_assigned": "0 count", "dispatch_not_completed": "0 count", "dispatch_completed": "20 count",
 		"dispatch_status_checked": "20 count", "transfer_sha256_mismatch": "0 count", "logs_missing": "0 count",
+		"longpoll_errors": "0 count", "longpoll_submitted": "4 count", "longpoll_completed": "4 count",
+		"longpoll_double_assigned": "0 count", "longpoll_not_completed": "0 count", "longpoll_early_empty": "0 count",
+		"longpoll_idle_held": "5 count", "longpoll_idle_early": "0 count",
+		"logstream_errors": "0 count", "logstream_streams": "4 count", "logstream_builds": "2 count",
+		"logstream_lost": "0 count", "logstream_reordered": "0 count", "logstream_seq_gaps": "0 count",
+		"logstream_unfinished": "0 count", "logstream_target_lines_per_s": "100 lines/s",
 	} {
 		require.Equal(t, want, figs[name], name)
 	}
 	require.Contains(t, stderr.String(), "loadgen summary")
 	require.Contains(t, stderr.String(), "--- dispatch: OK")
+
+	// Every line posted reached both streams of its build.
+	lines, err := strconv.ParseFloat(strings.Fields(figs["logstream_lines"])[0], 64)
+	require.NoError(t, err)
+	require.Positive(t, lines)
+	require.Equal(t, strconv.FormatFloat(2*lines, 'f', -1, 64)+" count", figs["logstream_delivered"])
+}
+
+func TestLogStreamsOverLimitShowHint(t *testing.T) {
+	url := startController(t, func(c *app.Config) { c.MaxStreams = 2 })
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "logstream", "--streams", "3",
+		"--stream-builds", "1", "--duration", "100ms", "--wait", "1s"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	figs := parseFigures(t, stdout.String())
+	require.Equal(t, "2 count", figs["logstream_streams"])
+	require.Equal(t, "1 count", figs["logstream_errors"], "the third stream was refused")
+	require.Contains(t, stderr.String(), "503")
+	require.Contains(t, stderr.String(), "--max-streams 3")
 }
 
 func TestTransferRefusedShowsHint(t *testing.T) {

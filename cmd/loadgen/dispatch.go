@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,30 +106,8 @@ func runDispatch(ctx context.Context, cfg Config) (r Result) {
 	}
 	submitted := make(chan struct{})
 	go func() { swg.Wait(); close(submitted) }()
-
-	// Wait until every answered build has completed, or nothing moved for
-	// cfg.Timeout.
-	stall := time.NewTimer(cfg.Timeout)
-	defer stall.Stop()
-	allSubmitted := false
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			r.fail("interrupted")
-			break wait
-		case <-submitted:
-			allSubmitted, submitted = true, nil
-		case <-tr.changed:
-			stall.Reset(cfg.Timeout)
-		case <-stall.C:
-			answered, done := tr.progress()
-			r.fail("stalled: no build completed for %s; %d of %d submitted builds completed", cfg.Timeout, done, answered)
-			break wait
-		}
-		if allSubmitted && tr.allCompleted() {
-			break
-		}
+	if err := tr.waitCompleted(ctx, submitted, cfg.Timeout); err != nil {
+		r.fail("%v", err)
 	}
 	stopWorkers()
 	wwg.Wait()
@@ -231,6 +211,7 @@ func zipLike(n int) []byte {
 type dispatchTracker struct {
 	mu        sync.Mutex
 	answered  map[string]time.Time
+	sent      map[string]time.Time // when the submit was sent (only through submitted)
 	receipts  map[string]*receipt
 	completes map[string]time.Time
 	changed   chan struct{} // 1-buffered: "a build completed"
@@ -242,7 +223,7 @@ type receipt struct {
 }
 
 func newDispatchTracker() *dispatchTracker {
-	return &dispatchTracker{answered: map[string]time.Time{}, receipts: map[string]*receipt{},
+	return &dispatchTracker{answered: map[string]time.Time{}, sent: map[string]time.Time{}, receipts: map[string]*receipt{},
 		completes: map[string]time.Time{}, changed: make(chan struct{}, 1)}
 }
 
@@ -250,6 +231,13 @@ func newDispatchTracker() *dispatchTracker {
 func (t *dispatchTracker) answer(id string, at time.Time) {
 	t.mu.Lock()
 	t.answered[id] = at
+	t.mu.Unlock()
+}
+
+// submitted records when a submit was sent and when its answer arrived.
+func (t *dispatchTracker) submitted(id string, sent, at time.Time) {
+	t.mu.Lock()
+	t.sent[id], t.answered[id] = sent, at
 	t.mu.Unlock()
 }
 
@@ -273,6 +261,31 @@ func (t *dispatchTracker) completed(id string, at time.Time) {
 	select {
 	case t.changed <- struct{}{}:
 	default:
+	}
+}
+
+// waitCompleted waits until submitted is closed and every answered build
+// has completed. It returns an error when ctx ends first ("interrupted") or
+// no build completed for stall ("stalled: ...").
+func (t *dispatchTracker) waitCompleted(ctx context.Context, submitted <-chan struct{}, stall time.Duration) error {
+	timer := time.NewTimer(stall)
+	defer timer.Stop()
+	allSubmitted := false
+	for {
+		select {
+		case <-ctx.Done():
+			return errors.New("interrupted")
+		case <-submitted:
+			allSubmitted, submitted = true, nil
+		case <-t.changed:
+			timer.Reset(stall)
+		case <-timer.C:
+			answered, done := t.progress()
+			return fmt.Errorf("stalled: no build completed for %s; %d of %d submitted builds completed", stall, done, answered)
+		}
+		if allSubmitted && t.allCompleted() {
+			return nil
+		}
 	}
 }
 
@@ -305,6 +318,7 @@ type dispatchAnalysis struct {
 	answered, completed int
 	span                time.Duration // start of first submit → last completion of ours
 	assign              []time.Duration
+	fromSent            []time.Duration // job received − submit sent (builds recorded with submitted)
 	double, redelivered int
 	early, foreign      int
 }
@@ -329,6 +343,9 @@ func (t *dispatchTracker) analyse(start time.Time) dispatchAnalysis {
 				d = 0
 			}
 			a.assign = append(a.assign, d)
+			if sent, ok := t.sent[id]; ok {
+				a.fromSent = append(a.fromSent, rc.first.Sub(sent))
+			}
 		}
 	}
 	if !last.IsZero() {
@@ -350,5 +367,6 @@ func (t *dispatchTracker) analyse(start time.Time) dispatchAnalysis {
 		}
 	}
 	a.assign = mergeSorted(a.assign)
+	a.fromSent = mergeSorted(a.fromSent)
 	return a
 }

@@ -41,7 +41,7 @@ func runIdle(ctx context.Context, cfg Config) (r Result) {
 			got := 0
 			for ctx.Err() == nil && time.Since(start) < cfg.Duration {
 				t0 := time.Now()
-				ok, job := idlePoll(ctx, c, path)
+				ok, job := idlePoll(ctx, c, c.hc, path)
 				if ok {
 					rec = append(rec, time.Since(t0))
 				}
@@ -71,13 +71,14 @@ func runIdle(ctx context.Context, cfg Config) (r Result) {
 	return r
 }
 
-// idlePoll sends one poll, reads and closes the answer, and reports whether
-// it was a 200 and whether it carried a job (an idle worker must get none).
-// It skips JSON decoding so the tool spends its CPU on requests.
-func idlePoll(ctx context.Context, c *client, path string) (ok, gotJob bool) {
+// idlePoll sends one poll through hc, reads and closes the answer, and
+// reports whether it was a 200 and whether it carried a job (an idle worker
+// must get none). It skips JSON decoding so the tool spends its CPU on
+// requests.
+func idlePoll(ctx context.Context, c *client, hc *http.Client, path string) (ok, gotJob bool) {
 	req := c.newRequest(ctx, http.MethodGet, path, nil, "")
 	req.Header.Set("X-API-Key", c.key)
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		c.record(ctx, "GET /api/workers/poll", err)
 		return false, false

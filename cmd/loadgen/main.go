@@ -5,7 +5,9 @@
 //
 // Scenarios: idle (many idle workers polling), dispatch (builds flowing
 // from submitters through polling workers), transfer (one large source,
-// result and download) and logs (batched log ingestion). Each figure is
+// result and download), logs (batched log ingestion), longpoll (builds
+// reaching workers that hold long-polls, and the cost of many held polls)
+// and logstream (many live log streams while their builds log). Each figure is
 // printed to stdout as one line `figure <name>=<value> <unit>`; a readable
 // summary follows on stderr. The exit status is 1 when any scenario had a
 // failed request or a broken guarantee, 2 on a usage error. See README.md.
@@ -52,6 +54,7 @@ type scenarioFunc func(ctx context.Context, cfg Config) Result
 
 var scenarioFuncs = map[string]scenarioFunc{
 	"idle": runIdle, "dispatch": runDispatch, "transfer": runTransfer, "logs": runLogs,
+	"longpoll": runLongPoll, "logstream": runLogStream,
 }
 
 // runScenarios runs the named scenarios in order, printing each one's

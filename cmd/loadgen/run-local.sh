@@ -11,7 +11,7 @@ T=$(mktemp -d)
 KEY=bench-key-$(date +%s)-0123456789
 PORT=${PORT:-3939}
 bin/controller --host 127.0.0.1 --port "$PORT" --log-level warn --max-source-size 2GiB \
-  --api-key "$KEY" --db "$T/data/controller.db" --storage "$T/storage" 2>"$T/controller.log" &
+  --api-key "$KEY" --db "$T/data/controller.db" --storage "$T/storage" >"$T/controller.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$T"' EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,7 +279,7 @@ func TestParseConfig(t *testing.T) {
 	t.Run("Defaults", func(t *testing.T) {
 		cfg, sc, err := parseConfig(nil, env, io.Discard)
 		require.NoError(t, err)
-		require.Equal(t, []string{"idle", "dispatch", "transfer", "logs"}, sc)
+		require.Equal(t, []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream"}, sc)
 		require.Equal(t, "env-key-0123456789abcdef", cfg.APIKey)
 		require.Equal(t, "http://localhost:3000", cfg.URL)
 		require.Equal(t, 10*time.Second, cfg.Duration)
@@ -291,6 +294,32 @@ func TestParseConfig(t *testing.T) {
 		require.Equal(t, 60*time.Second, cfg.Timeout)
 		require.Equal(t, 4, cfg.Submitters)
 		require.Equal(t, 5*time.Millisecond, cfg.IdlePause)
+		require.Equal(t, 30*time.Second, cfg.Wait)
+		require.Equal(t, 200, cfg.LPWorkers)
+		require.Equal(t, 50.0, cfg.SubmitRate)
+		require.Equal(t, 1000, cfg.LPIdleWorkers)
+		require.Equal(t, 35*time.Second, cfg.LPIdleWindow)
+		require.Equal(t, 1000, cfg.Streams)
+		require.Zero(t, cfg.StreamBuilds)
+		require.Equal(t, 100.0, cfg.LineRate)
+		require.Equal(t, 10, cfg.StreamBatch)
+	})
+	t.Run("NewScenarioFlags", func(t *testing.T) {
+		cfg, sc, err := parseConfig([]string{"--scenario", "logstream,longpoll", "--wait", "5s", "--lp-workers", "7",
+			"--submit-rate", "12.5", "--lp-idle-workers", "9", "--lp-idle-window", "2s", "--streams", "6",
+			"--stream-builds", "3", "--line-rate", "40", "--stream-batch", "4"}, env, io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, []string{"longpoll", "logstream"}, sc)
+		require.Equal(t, 5*time.Second, cfg.Wait)
+		require.Equal(t, 5, waitSeconds(cfg))
+		require.Equal(t, 7, cfg.LPWorkers)
+		require.Equal(t, 12.5, cfg.SubmitRate)
+		require.Equal(t, 9, cfg.LPIdleWorkers)
+		require.Equal(t, 2*time.Second, cfg.LPIdleWindow)
+		require.Equal(t, 6, cfg.Streams)
+		require.Equal(t, 3, cfg.StreamBuilds)
+		require.Equal(t, 40.0, cfg.LineRate)
+		require.Equal(t, 4, cfg.StreamBatch)
 	})
 	t.Run("Flags", func(t *testing.T) {
 		cfg, sc, err := parseConfig([]string{"--url", "http://h:1/", "--api-key", "flag-key-0123456789", "--scenario", "logs,idle",
@@ -311,6 +340,14 @@ func TestParseConfig(t *testing.T) {
 		"ZeroWorkers":     {"--workers", "0"},
 		"BadURL":          {"--url", "localhost:3000"},
 		"Positional":      {"extra"},
+		"WaitNotWhole":    {"--wait", "1500ms"},
+		"WaitZero":        {"--wait", "0s"},
+		"WaitTooLong":     {"--wait", "51s"},
+		"ZeroSubmitRate":  {"--submit-rate", "0"},
+		"NaNLineRate":     {"--line-rate", "NaN"},
+		"ZeroStreams":     {"--streams", "0"},
+		"TooManyBuilds":   {"--streams", "4", "--stream-builds", "5"},
+		"ZeroIdleWindow":  {"--lp-idle-window", "0s"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := parseConfig(args, env, io.Discard)
@@ -349,4 +386,182 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+func TestParseProcCPU(t *testing.T) {
+	t.Parallel()
+	// Fields 14 and 15 (utime 1234, stime 567); the name holds spaces and
+	// parentheses.
+	const stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 3551 0 0 0 1234 567 0 0 20 0 9 0 12345 1234752000 12053 18446744073709551615\n"
+	n, err := parseProcCPU([]byte(stat))
+	require.NoError(t, err)
+	require.Equal(t, int64(1234+567), n)
+	for name, bad := range map[string]string{
+		"NoName":        "4242 S 1 2 3",
+		"TooFewFields":  "4242 (c) S 1 4242 4242 0 -1 4194560 3551 0 0 0 1234",
+		"BadUtime":      "4242 (c) S 1 4242 4242 0 -1 4194560 3551 0 0 0 12x4 567 0",
+		"NegativeStime": "4242 (c) S 1 4242 4242 0 -1 4194560 3551 0 0 0 1234 -5 0",
+	} {
+		_, err := parseProcCPU([]byte(bad))
+		require.Error(t, err, name)
+	}
+	if runtime.GOOS == "linux" {
+		d, err := readCPU(os.Getpid())
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, d, time.Duration(0))
+	}
+}
+
+func TestCPUMeter(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, 50.0, cpuUse{CPU: time.Second, Wall: 2 * time.Second}.Percent())
+	require.Equal(t, 150.0, cpuUse{CPU: 3 * time.Second, Wall: 2 * time.Second}.Percent(), "two busy cores")
+	require.Zero(t, cpuUse{CPU: time.Second}.Percent())
+	require.Equal(t, cpuUse{}, startCPU(0, nil).Stop(), "no --pid: nothing measured")
+
+	used := []time.Duration{2 * time.Second, 2*time.Second + 30*time.Millisecond}
+	i := 0
+	u := startCPU(7, func(pid int) (time.Duration, error) { require.Equal(t, 7, pid); v := used[i]; i++; return v, nil }).Stop()
+	require.NoError(t, u.Err)
+	require.Equal(t, 30*time.Millisecond, u.CPU)
+	require.Positive(t, u.Wall)
+
+	r := Result{Scenario: "longpoll"}
+	r.addCPU("idle_cpu", cpuUse{CPU: time.Second, Wall: 4 * time.Second})
+	r.addCPU("none", cpuUse{})
+	require.Equal(t, []Figure{{"longpoll_idle_cpu", 25, "%core"}}, r.Figures)
+	r.addCPU("gone", startCPU(1, func(int) (time.Duration, error) { return 0, errors.New("no such process") }).Stop())
+	require.True(t, r.Failed())
+}
+
+func TestSSEReader(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 20<<10) // more than the reader's buffer
+	stream := ": keep-alive\n\n" +
+		"id: 7\nevent: log\ndata: {\"seq\":7}\n\n" +
+		"event: status\r\ndata: {\"status\":\"building\"}\r\n\r\n" +
+		"data: first\ndata:second\nretry: 10\nunknown: x\n\n" +
+		"event: nodata\nid: 9\n\n" + // no data: not an event
+		"data\n\n" + // a data field with no colon: empty data
+		"data: " + long + "\n\n" +
+		"event: end\ndata: {}\n\n" +
+		"data: unfinished\n" // dropped at the end of the stream
+	rd := newSSEReader(strings.NewReader(stream))
+	var got []sseEvent
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		got = append(got, ev)
+	}
+	require.Equal(t, []sseEvent{
+		{ID: "7", Event: "log", Data: `{"seq":7}`},
+		{Event: "status", Data: `{"status":"building"}`},
+		{Event: "message", Data: "first\nsecond"},
+		{Event: "message", Data: ""},
+		{Event: "message", Data: long},
+		{Event: "end", Data: "{}"},
+	}, got)
+	require.Equal(t, int64(7), logEventID(got[0]))
+	require.Equal(t, int64(-1), logEventID(got[1]))
+
+	_, err := newSSEReader(strings.NewReader("data: cut in the mid")).Next()
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = newSSEReader(strings.NewReader("data: " + strings.Repeat("y", maxSSELine+10) + "\n\n")).Next()
+	require.ErrorIs(t, err, errSSELineTooLong)
+}
+
+func TestStreamBatchRoundTrip(t *testing.T) {
+	t.Parallel()
+	sent := time.Unix(1795739109, 611000123)
+	body := appendStreamBatch(nil, 40, 3, sent)
+	var batch struct {
+		Logs []struct {
+			Level, Message string
+		}
+	}
+	require.NoError(t, json.Unmarshal(body, &batch), string(body))
+	require.Len(t, batch.Logs, 3)
+	for i, l := range batch.Logs {
+		require.Equal(t, "info", l.Level)
+		n, at, ok := parseStreamLine(l.Message)
+		require.True(t, ok, l.Message)
+		require.Equal(t, int64(40+i), n)
+		require.True(t, at.Equal(sent))
+	}
+	require.Equal(t, body, appendStreamBatch(make([]byte, 0, 10), 40, 3, sent), "reusing a buffer gives the same body")
+	for _, msg := range []string{"Build submitted", "Assigned to worker w", "lsg", "lsg x 1", "lsg 1 y", "lsg -1 5"} {
+		_, _, ok := parseStreamLine(msg)
+		require.False(t, ok, msg)
+	}
+}
+
+func TestLogStreamChecksOrder(t *testing.T) {
+	t.Parallel()
+	sent := time.Now()
+	logEv := func(seq int64, msg string) sseEvent {
+		b, _ := json.Marshal(map[string]any{"seq": seq, "timestamp": 1, "level": "info", "message": msg})
+		return sseEvent{ID: strconv.FormatInt(seq, 10), Event: "log", Data: string(b)}
+	}
+	ours := func(n int64) string {
+		return "lsg " + strconv.FormatInt(n, 10) + " " + strconv.FormatInt(sent.UnixNano(), 10) + " text"
+	}
+	s := &logStream{lastN: -1}
+	for _, ev := range []sseEvent{
+		logEv(1, "Build submitted"), // the controller's own lines
+		logEv(2, "Assigned to worker w"),
+		logEv(3, ours(0)),
+		logEv(4, ours(1)),
+		logEv(4, ours(1)),                  // delivered twice
+		logEv(7, ours(2)),                  // seq 5 and 6 skipped
+		logEv(8, ours(2)),                  // line 2 again under a new seq
+		{ID: "9", Event: "log", Data: "{"}, // unreadable
+		{ID: "11", Event: "log", Data: `{"seq":9,"message":"x"}`}, // id and seq differ
+		logEv(9, ""),
+		logEv(10, ours(3)),
+	} {
+		s.onLog(ev, sent.Add(5*time.Millisecond))
+	}
+	require.Equal(t, int64(4), s.got)
+	require.Equal(t, int64(2), s.reordered)
+	require.Equal(t, int64(2), s.gaps)
+	require.Equal(t, int64(2), s.malformed)
+	require.Equal(t, int64(10), s.lastSeq)
+	require.Equal(t, int64(3), s.lastN)
+	require.Equal(t, []time.Duration{5 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond}, s.lat)
+}
+
+func TestParseGauge(t *testing.T) {
+	t.Parallel()
+	text := []byte("# HELP controller_held_polls Worker polls held.\n# TYPE controller_held_polls gauge\n" +
+		"controller_held_polls_total 99\ncontroller_held_polls 1000\r\ncontroller_log_streams_open 12 1795739109611\n" +
+		"controller_builds{status=\"pending\"} 3\n")
+	v, ok := parseGauge(text, "controller_held_polls")
+	require.True(t, ok)
+	require.Equal(t, 1000.0, v)
+	v, ok = parseGauge(text, "controller_log_streams_open")
+	require.True(t, ok, "a timestamp after the value")
+	require.Equal(t, 12.0, v)
+	_, ok = parseGauge(text, "controller_builds")
+	require.False(t, ok, "labelled metrics are not read")
+	_, ok = parseGauge([]byte("controller_held_polls many\n"), "controller_held_polls")
+	require.False(t, ok)
+}
+
+func TestDispatchTrackerFromSent(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now()
+	tr := newDispatchTracker()
+	tr.submitted("a", t0, t0.Add(4*time.Millisecond))
+	tr.received("a", "w1", t0.Add(3*time.Millisecond)) // before its submit answer
+	tr.submitted("b", t0, t0.Add(2*time.Millisecond))
+	tr.received("b", "w2", t0.Add(9*time.Millisecond))
+	tr.answer("c", t0) // dispatch's way: no send time
+	tr.received("c", "w1", t0.Add(time.Millisecond))
+	a := tr.analyse(t0)
+	require.Equal(t, []time.Duration{3 * time.Millisecond, 9 * time.Millisecond}, a.fromSent)
+	require.Equal(t, []time.Duration{0, time.Millisecond, 7 * time.Millisecond}, a.assign)
+	require.Equal(t, 1, a.early)
 }

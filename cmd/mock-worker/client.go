@@ -148,10 +148,16 @@ func (a *api) newRequest(ctx context.Context, method, ref string, body io.Reader
 }
 
 // call sends in as JSON (nil: no body) and decodes a 2xx answer into out
-// (nil: discarded). It returns the status; a non-2xx answer is an *apiError,
-// a transport failure the client's error.
+// (nil: discarded), within requestTimeout. It returns the status; a non-2xx
+// answer is an *apiError, a transport failure the client's error.
 func (a *api) call(ctx context.Context, method, ref string, id auth, in, out any) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	return a.callWithin(ctx, requestTimeout, method, ref, id, in, out)
+}
+
+// callWithin is call with its own time limit: a long-poll is held by the
+// controller for up to its wait, so it needs more than requestTimeout.
+func (a *api) callWithin(ctx context.Context, limit time.Duration, method, ref string, id auth, in, out any) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var body io.Reader
 	if in != nil {

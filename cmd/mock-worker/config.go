@@ -28,7 +28,8 @@ type Config struct {
 	APIKeyDefaulted   bool          // APIKey is DefaultAPIKey because none was given
 	Name              string        // worker name shown on the dashboard
 	Platforms         []string      // ios and/or android
-	PollInterval      time.Duration // time between polls while idle
+	PollInterval      time.Duration // time between polls while idle (interval polling), and the first backoff
+	Wait              time.Duration // long-poll: how long the controller may hold a poll (?wait=, whole seconds); 0 = interval polling
 	HeartbeatInterval time.Duration // time between telemetry heartbeats during a build
 	BuildTime         time.Duration // how long a fake build takes
 	FailRate          float64       // probability that a build reports failure
@@ -83,7 +84,13 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			apply: func(v string) error { name = v; return nil }},
 		{flag: "platforms", env: "MOCK_WORKER_PLATFORMS", def: "ios,android", help: "comma-separated `platforms` to accept (ios, android)",
 			apply: func(v string) error { return setPlatforms(&cfg.Platforms, v) }},
-		{flag: "poll-interval", env: "MOCK_WORKER_POLL_INTERVAL", def: "5s", help: "`time` between polls while idle",
+		{flag: "wait", env: "MOCK_WORKER_WAIT", def: "30s", help: "long-poll: how long the controller may hold a poll that finds no build (`duration`, whole seconds, at most 50s); 0 polls every --poll-interval instead",
+			apply: func(v string) error {
+				d, err := parseWait(v)
+				cfg.Wait = d
+				return err
+			}},
+		{flag: "poll-interval", env: "MOCK_WORKER_POLL_INTERVAL", def: "5s", help: "`time` between polls while idle with --wait 0 (and after an empty answer that came back early); the first retry delay",
 			apply: durationSetter(&cfg.PollInterval)},
 		{flag: "heartbeat-interval", env: "MOCK_WORKER_HEARTBEAT_INTERVAL", def: "10s", help: "`time` between telemetry heartbeats during a build",
 			apply: durationSetter(&cfg.HeartbeatInterval)},
@@ -163,10 +170,10 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		fmt.Fprint(stderr, `Usage: mock-worker [flags]
 
 A fake Expo Free Agent worker for Linux: it registers with a controller, polls
-for builds, downloads the source, streams fake logs and telemetry and uploads a
-fake result, like the macOS worker does on the wire. With --protocol v2 it
-plays the newer macOS host and its build VM (worker token, one-time password,
-VM token).
+for builds (long-polls: each poll may be held up to --wait), downloads the
+source, streams fake logs and telemetry and uploads a fake result, like the
+macOS worker does on the wire. With --protocol v2 it plays the newer macOS
+host and its build VM (worker token, one-time password, VM token).
 
 Each setting comes from its flag, else its environment variable, else the
 default. Durations use Go syntax (500ms, 5s, 2m).
@@ -278,6 +285,30 @@ func boolSetter(dst *bool) func(string) error {
 		*dst = b
 		return nil
 	}
+}
+
+// maxWait is the longest hold the controller grants a poll (docs/API.md
+// §4.18): it takes a larger ?wait= as 50 s.
+const maxWait = 50 * time.Second
+
+// parseWait reads --wait: a Go duration or a bare number of seconds, in whole
+// seconds from 0 to maxWait (the controller's ?wait= is whole seconds).
+func parseWait(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(strings.TrimSpace(v))
+		if nerr != nil {
+			return 0, errors.New("must be a duration such as 30s, or 0")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	switch {
+	case d < 0 || d > maxWait:
+		return 0, fmt.Errorf("must be between 0 and %s", maxWait)
+	case d%time.Second != 0:
+		return 0, errors.New("must be whole seconds")
+	}
+	return d, nil
 }
 
 // parseSize reads a byte count: a whole number with an optional binary

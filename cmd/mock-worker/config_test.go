@@ -33,6 +33,7 @@ func TestParseArgs(t *testing.T) {
 		require.True(t, strings.HasPrefix(cfg.Name, "mock-worker-"), cfg.Name)
 		require.Equal(t, []string{"ios", "android"}, cfg.Platforms)
 		require.Equal(t, 5*time.Second, cfg.PollInterval)
+		require.Equal(t, 30*time.Second, cfg.Wait, "long-poll by default")
 		require.Equal(t, 10*time.Second, cfg.HeartbeatInterval)
 		require.Equal(t, 3*time.Second, cfg.BuildTime)
 		require.Zero(t, cfg.FailRate)
@@ -51,8 +52,8 @@ func TestParseArgs(t *testing.T) {
 			"--url", "https://ci.example.com/free-agent/", "--api-key", "k-123", "--name", "box 1",
 			"--platforms", "android", "--poll-interval", "250ms", "--heartbeat-interval", "1s",
 			"--build-time", "50ms", "--fail-rate", "0.25", "--result-size", "512KiB",
-			"--state-file", "~/s.json", "--once", "--max-builds=3", "--log-batch", "4", "-verbose",
-		}, env(map[string]string{"HOME": "/home/dev", "CONTROLLER_URL": "http://ignored:1"}), io.Discard)
+			"--state-file", "~/s.json", "--once", "--max-builds=3", "--log-batch", "4", "-verbose", "--wait", "0",
+		}, env(map[string]string{"HOME": "/home/dev", "CONTROLLER_URL": "http://ignored:1", "MOCK_WORKER_WAIT": "10s"}), io.Discard)
 		require.NoError(t, err)
 		require.Equal(t, "https://ci.example.com/free-agent", cfg.URL)
 		require.Equal(t, "k-123", cfg.APIKey)
@@ -69,6 +70,7 @@ func TestParseArgs(t *testing.T) {
 		require.Equal(t, 3, cfg.MaxBuilds)
 		require.Equal(t, 4, cfg.LogBatch)
 		require.True(t, cfg.Verbose)
+		require.Zero(t, cfg.Wait, "--wait 0 polls by interval (the flag wins)")
 	})
 
 	t.Run("Environment", func(t *testing.T) {
@@ -88,6 +90,7 @@ func TestParseArgs(t *testing.T) {
 			"MOCK_WORKER_MAX_BUILDS":         "7",
 			"MOCK_WORKER_LOG_BATCH":          "1",
 			"MOCK_WORKER_QUIET":              "1",
+			"MOCK_WORKER_WAIT":               "45",
 		}), io.Discard)
 		require.NoError(t, err)
 		require.Equal(t, "http://controller:3000", cfg.URL)
@@ -104,6 +107,7 @@ func TestParseArgs(t *testing.T) {
 		require.Equal(t, 7, cfg.MaxBuilds)
 		require.Equal(t, 1, cfg.LogBatch)
 		require.True(t, cfg.Quiet)
+		require.Equal(t, 45*time.Second, cfg.Wait)
 		require.Equal(t, "/xdg/expo-free-agent/mock-worker-env_worker.json", cfg.StateFile)
 	})
 
@@ -119,7 +123,7 @@ func TestParseArgs(t *testing.T) {
 		var out strings.Builder
 		_, err := ParseArgs([]string{"-h"}, env(nil), &out)
 		require.ErrorIs(t, err, flag.ErrHelp)
-		for _, name := range []string{"-url", "CONTROLLER_URL", "CONTROLLER_API_KEY", "-fail-rate", "-once", "-max-builds", "-state-file"} {
+		for _, name := range []string{"-url", "CONTROLLER_URL", "CONTROLLER_API_KEY", "-fail-rate", "-once", "-max-builds", "-state-file", "-wait", "MOCK_WORKER_WAIT"} {
 			require.Contains(t, out.String(), name)
 		}
 	})
@@ -139,6 +143,10 @@ func TestParseArgs(t *testing.T) {
 		{"BadSizeSuffix", []string{"--result-size", "3XB"}, nil},
 		{"NegativeMaxBuilds", []string{"--max-builds", "-1"}, nil},
 		{"ZeroLogBatch", []string{"--log-batch", "0"}, nil},
+		{"WaitNotWholeSeconds", []string{"--wait", "1500ms"}, nil},
+		{"WaitTooLong", []string{"--wait", "51s"}, nil},
+		{"NegativeWait", []string{"--wait", "-1s"}, nil},
+		{"BadWaitEnv", nil, map[string]string{"MOCK_WORKER_WAIT": "soon"}},
 		{"QuietAndVerbose", []string{"--quiet", "--verbose"}, nil},
 		{"Positional", []string{"start"}, nil},
 		{"BadEnv", nil, map[string]string{"MOCK_WORKER_FAIL_RATE": "lots"}},
@@ -159,6 +167,20 @@ func TestParseArgs(t *testing.T) {
 		require.Error(t, err)
 		require.NotErrorIs(t, err, flag.ErrHelp)
 	})
+}
+
+func TestParseWait(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"0": 0, "0s": 0, "30s": 30 * time.Second, "30": 30 * time.Second,
+		"50s": 50 * time.Second, "0.5m": 30 * time.Second, " 7 ": 7 * time.Second} {
+		got, err := parseWait(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "x", "1.5s", "999ms", "51", "1m", "-1", "-5s"} {
+		_, err := parseWait(in)
+		require.Error(t, err, in)
+	}
 }
 
 func TestParseSize(t *testing.T) {

@@ -19,15 +19,19 @@ import (
 	"time"
 )
 
-// pollV2 asks for a job once with only the worker token. A new token in the
-// answer replaces (and is saved over) the current one. A 401 registers
-// again with the same id, a 404 with a new one.
+// pollV2 asks for a job once with only the worker token, long-polling when
+// --wait is set. A new token in the answer replaces (and is saved over) the
+// current one. A 401 registers again with the same id, a 404 with a new one.
 func (w *worker) pollV2(ctx context.Context) (*job, error) {
 	var resp struct {
 		Job         *job    `json:"job"`
 		AccessToken *string `json:"access_token"`
 	}
-	status, err := w.api.call(ctx, http.MethodGet, "/api/workers/poll",
+	path := "/api/workers/poll"
+	if q := w.waitQuery(); q != "" {
+		path += "?" + q
+	}
+	status, err := w.api.callWithin(ctx, w.pollTimeout(), http.MethodGet, path,
 		auth{noKey: true, workerToken: w.token}, nil, &resp)
 	switch statusOf(err) {
 	case http.StatusUnauthorized:

@@ -144,6 +144,25 @@ func checkV2Order(t *testing.T, reqs []request) {
 	require.Equal(t, len(reqs)-1, indexOf(reqs, "POST", "/api/workers/unregister", false), "the goodbye comes last")
 }
 
+func TestV2LongPoll(t *testing.T) {
+	t.Parallel()
+	fc := newFakeV2(t, "android")
+	fc.polls = []v2Poll{{}, {job: true}} // an empty answer first
+	srv := fc.start()
+	cfg := v2Config(t, srv.URL)
+	cfg.Wait = 25 * time.Second
+	var out lockedBuffer
+	require.NoError(t, runWorker(t, context.Background(), cfg, &out))
+	polls := byPath(fc.requests(), "GET", "/api/workers/poll")
+	require.Len(t, polls, 2)
+	for _, p := range polls {
+		require.Equal(t, "wait=25", p.Query, "no worker_id: the token names the worker")
+		require.Equal(t, map[string]string{"X-Worker-Token": v2WorkerToken(1)}, credentials(p))
+	}
+	require.Contains(t, out.String(), "long-poll 25s, protocol v2")
+	requireNoSecrets(t, out.String())
+}
+
 func TestV2TokenRotation(t *testing.T) {
 	t.Parallel()
 	const rotated = "SECRET-rotated-worker-token"

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,7 +69,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 }
 
 // withDefaults fills the zero values of a Config built by hand (tests,
-// other programs) with the command line's defaults.
+// other programs) with the command line's defaults. Wait is left alone: its
+// zero is a setting (interval polling), not a missing value.
 func (cfg Config) withDefaults() Config {
 	if cfg.URL == "" {
 		cfg.URL = "http://localhost:3000"
@@ -131,11 +134,16 @@ func (w *worker) run(ctx context.Context) error {
 	if w.cfg.APIKeyDefaulted {
 		w.out.Warnf("no --api-key or CONTROLLER_API_KEY given; using the insecure development key %q", DefaultAPIKey)
 	}
+	polling := fmt.Sprintf("long-poll %s", w.cfg.Wait)
+	if w.cfg.Wait == 0 {
+		polling = fmt.Sprintf("polling every %s", w.cfg.PollInterval)
+	}
 	proto := ""
 	if w.v2() {
 		proto = ", protocol v2"
 	}
-	w.out.Infof("mock worker %q starting: controller %s, platforms %s%s", w.cfg.Name, w.cfg.URL, strings.Join(w.cfg.Platforms, ","), proto)
+	w.out.Infof("mock worker %q starting: controller %s, platforms %s, %s%s", w.cfg.Name, w.cfg.URL,
+		strings.Join(w.cfg.Platforms, ","), polling, proto)
 	st, err := loadState(w.cfg.StateFile)
 	if err != nil {
 		w.out.Warnf("ignoring unreadable state file: %v", err)
@@ -162,6 +170,7 @@ func (w *worker) loop(ctx context.Context) error {
 	failures := 0
 	announced := false
 	for ctx.Err() == nil {
+		asked := w.now()
 		j, err := w.nextJob(ctx)
 		if err != nil {
 			switch {
@@ -190,6 +199,9 @@ func (w *worker) loop(ctx context.Context) error {
 			if !announced {
 				w.out.Infof("waiting for work…")
 				announced = true
+			}
+			if w.held(w.now().Sub(asked)) {
+				continue // the controller held the poll until its wait ended: ask again at once
 			}
 			if !sleep(ctx, w.cfg.PollInterval) {
 				return nil
@@ -237,6 +249,27 @@ func (w *worker) nextJob(ctx context.Context) (*job, error) {
 	}
 	return nil, err
 }
+
+// held says whether an empty poll answer that arrived after took was held
+// by the controller (a long-poll that waited out its wait), so the next poll
+// can go at once. An empty answer that came back early (an older controller
+// that ignores ?wait=, one holding --max-waiters polls already, one shutting
+// down) is followed by the poll interval instead, so the worker never spins.
+func (w *worker) held(took time.Duration) bool {
+	return w.cfg.Wait > 0 && took >= w.cfg.Wait/2
+}
+
+// waitQuery is the long-poll parameter of a poll ("wait=30"), or "" when
+// the worker polls by interval.
+func (w *worker) waitQuery() string {
+	if w.cfg.Wait <= 0 {
+		return ""
+	}
+	return "wait=" + strconv.Itoa(int(w.cfg.Wait/time.Second))
+}
+
+// pollTimeout bounds one poll: the controller may hold it for the wait.
+func (w *worker) pollTimeout() time.Duration { return requestTimeout + w.cfg.Wait }
 
 // backoff is the wait after the n-th failure in a row: the poll interval,
 // doubled per failure, capped at maxBackoff (or the poll interval if larger).
@@ -324,12 +357,17 @@ func (w *worker) register(ctx context.Context) error {
 	return nil
 }
 
-// poll asks for a job once; nil means no work.
+// poll asks for a job once, long-polling when --wait is set; nil means no
+// work.
 func (w *worker) poll(ctx context.Context) (*job, error) {
 	var resp struct {
 		Job *job `json:"job"`
 	}
-	status, err := w.api.call(ctx, http.MethodGet, "/api/workers/poll?worker_id="+w.id, auth{}, nil, &resp)
+	path := "/api/workers/poll?worker_id=" + url.QueryEscape(w.id)
+	if q := w.waitQuery(); q != "" {
+		path += "&" + q
+	}
+	status, err := w.api.callWithin(ctx, w.pollTimeout(), http.MethodGet, path, auth{}, nil, &resp)
 	if err != nil {
 		return nil, err
 	}

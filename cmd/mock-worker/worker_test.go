@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ const (
 
 // request is one request the fake controller received.
 type request struct {
+	At                  time.Time // when it arrived
 	Method, Path, Query string
 	Header              http.Header
 	TransferEncoding    []string
@@ -56,6 +58,7 @@ type fakeController struct {
 	pollNotFound     int   // answer 404 Worker not found to this many polls after the job
 	logsStatus       int   // non-zero: answer POST logs with this status
 	uploadStatuses   []int // statuses answered to successive uploads, then 200
+	holdIdle         bool  // hold an idle poll for its ?wait= seconds, as the controller does
 
 	mu        sync.Mutex
 	reqs      []request
@@ -96,7 +99,7 @@ func fail(w http.ResponseWriter, status int, msg string) {
 // size and digest). On a malformed multipart body it answers 400 and
 // returns false.
 func readRequest(t *testing.T, w http.ResponseWriter, r *http.Request) (request, bool) {
-	rec := request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
+	rec := request{At: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
 		TransferEncoding: r.TransferEncoding}
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 		rec.Body, _ = io.ReadAll(r.Body)
@@ -178,6 +181,9 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 			fail(w, 404, "Worker not found")
 		case given:
 			f.polled <- struct{}{}
+			if f.holdIdle {
+				holdPoll(r)
+			}
 			writeJSON(w, 200, map[string]any{"job": nil})
 		default:
 			job := map[string]any{"id": testBuildID, "platform": f.platform, "source_url": build + "/source",
@@ -228,6 +234,21 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"success": true, "message": "Worker unregistered", "builds_reassigned": 0})
 	default:
 		fail(w, 404, "Not found")
+	}
+}
+
+// holdPoll holds an idle poll as the controller does (§4.18): for its
+// ?wait= seconds, or until the client goes away.
+func holdPoll(r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("wait"))
+	if err != nil || n <= 0 {
+		return
+	}
+	t := time.NewTimer(time.Duration(n) * time.Second)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
 	}
 }
 
@@ -638,4 +659,99 @@ func (b *notifyingBuffer) Write(p []byte) (int, error) {
 		b.once.Do(func() { close(b.seen) })
 	}
 	return n, err
+}
+
+func TestLongPoll(t *testing.T) {
+	t.Parallel()
+
+	t.Run("QueryCarriesWait", func(t *testing.T) {
+		t.Parallel()
+		fc := newFakeController(t)
+		srv := fc.start()
+		cfg := testConfig(t, srv.URL)
+		cfg.Wait = 30 * time.Second
+		var out lockedBuffer
+		require.NoError(t, runWorker(t, context.Background(), cfg, &out))
+		polls := byPath(fc.requests(), "GET", "/api/workers/poll")
+		require.Len(t, polls, 1)
+		require.Equal(t, "worker_id="+testWorkerID+"&wait=30", polls[0].Query)
+		require.Contains(t, out.String(), "platforms ios,android, long-poll 30s")
+	})
+
+	t.Run("IntervalPollingWithoutWait", func(t *testing.T) {
+		t.Parallel()
+		fc := newFakeController(t)
+		srv := fc.start()
+		cfg := testConfig(t, srv.URL)
+		var out lockedBuffer
+		require.NoError(t, runWorker(t, context.Background(), cfg, &out))
+		polls := byPath(fc.requests(), "GET", "/api/workers/poll")
+		require.Equal(t, "worker_id="+testWorkerID, polls[0].Query, "no wait parameter")
+		require.Contains(t, out.String(), "polling every 10ms")
+	})
+
+	t.Run("HeldPollIsRenewedAtOnce", func(t *testing.T) {
+		t.Parallel()
+		fc := newFakeController(t)
+		fc.holdIdle = true
+		srv := fc.start()
+		cfg := testConfig(t, srv.URL)
+		cfg.Once = false
+		cfg.Wait = time.Second
+		cfg.PollInterval = time.Hour // a pause after the held poll would never end in time
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-fc.polled // held for its second, answered {"job": null}
+			<-fc.polled // the next poll came at once
+			cancel()    // aborts the held poll
+		}()
+		require.NoError(t, runWorker(t, ctx, cfg, io.Discard))
+		reqs := fc.requests()
+		polls := byPath(reqs, "GET", "/api/workers/poll")
+		require.GreaterOrEqual(t, len(polls), 3, "the job, then two held polls")
+		for _, p := range polls {
+			require.Equal(t, "worker_id="+testWorkerID+"&wait=1", p.Query)
+		}
+		require.GreaterOrEqual(t, polls[2].At.Sub(polls[1].At), time.Second, "the controller held the first idle poll")
+		require.Len(t, byPath(reqs, "POST", "/api/workers/"+testWorkerID+"/unregister"), 1, "a stop during a held poll still says goodbye")
+	})
+
+	t.Run("EarlyEmptyAnswerWaitsPollInterval", func(t *testing.T) {
+		t.Parallel()
+		fc := newFakeController(t) // answers at once, like a controller that ignores ?wait=
+		srv := fc.start()
+		cfg := testConfig(t, srv.URL)
+		cfg.Once = false
+		cfg.Wait = 30 * time.Second
+		cfg.PollInterval = 100 * time.Millisecond
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			for range 3 {
+				<-fc.polled
+			}
+			cancel()
+		}()
+		require.NoError(t, runWorker(t, ctx, cfg, io.Discard))
+		polls := byPath(fc.requests(), "GET", "/api/workers/poll")[1:] // after the job
+		require.GreaterOrEqual(t, len(polls), 3)
+		for i := 1; i < len(polls); i++ {
+			require.GreaterOrEqual(t, polls[i].At.Sub(polls[i-1].At), cfg.PollInterval, "no spinning on early empty answers")
+		}
+	})
+}
+
+func TestHeld(t *testing.T) {
+	t.Parallel()
+	w := newWorker(Config{Wait: 30 * time.Second}, io.Discard)
+	require.True(t, w.held(30*time.Second))
+	require.True(t, w.held(15*time.Second))
+	require.False(t, w.held(14*time.Second))
+	require.False(t, w.held(time.Millisecond))
+	require.Equal(t, "wait=30", w.waitQuery())
+	require.Equal(t, requestTimeout+30*time.Second, w.pollTimeout(), "a held poll is not cut off")
+	interval := newWorker(Config{}, io.Discard)
+	require.False(t, interval.held(time.Hour))
+	require.Empty(t, interval.waitQuery())
 }
