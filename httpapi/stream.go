@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,7 +70,7 @@ func (s *Server) logStream(c echo.Context) error {
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer
 	c.Response().WriteHeader(http.StatusOK)
 	ctx := c.Request().Context()
-	if done, err := s.streamCatchUp(c, st, b.ID, true); err != nil || done {
+	if done, err := s.streamCatchUp(ctx, st, b.ID, true); err != nil || done {
 		return nil
 	}
 	keepAlive := time.NewTicker(keepAliveEvery)
@@ -88,7 +89,7 @@ func (s *Server) logStream(c echo.Context) error {
 			entries, lagged, statusChanged := sub.Take()
 			var done bool
 			if lagged || statusChanged || !st.follows(entries) {
-				done, err = s.streamCatchUp(c, st, b.ID, statusChanged)
+				done, err = s.streamCatchUp(ctx, st, b.ID, statusChanged)
 			} else {
 				err = st.logs(entries)
 			}
@@ -103,8 +104,7 @@ func (s *Server) logStream(c echo.Context) error {
 // database, and (with status) the build's status if it changed; it reports
 // done when the build is finished, everything is sent and the end event
 // went out.
-func (s *Server) streamCatchUp(c echo.Context, st *sseStream, id string, status bool) (bool, error) {
-	ctx := c.Request().Context()
+func (s *Server) streamCatchUp(ctx context.Context, st *sseStream, id string, status bool) (bool, error) {
 	for more := true; more; {
 		var page []domain.LogEntry
 		var err error
@@ -130,7 +130,7 @@ func (s *Server) streamCatchUp(c echo.Context, st *sseStream, id string, status 
 		return false, nil
 	}
 	// Lines committed with the final status are in the log by now.
-	if done, err := s.streamCatchUp(c, st, id, false); err != nil || done {
+	if done, err := s.streamCatchUp(ctx, st, id, false); err != nil || done {
 		return true, err
 	}
 	if err := st.event("end", "", map[string]domain.BuildStatus{"status": b.Status}); err != nil {

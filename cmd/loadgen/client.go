@@ -154,18 +154,9 @@ func (c *client) register(ctx context.Context, name string, platforms []string) 
 func (c *client) registerMany(ctx context.Context, prefix string, n int, platforms []string) ([]string, error) {
 	ids := make([]string, n)
 	errs := make([]error, n)
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ids[i], errs[i] = c.register(ctx, fmt.Sprintf("%s-%d", prefix, i+1), platforms)
-		}()
-	}
-	wg.Wait()
+	forEach(n, 8, func(i int) {
+		ids[i], errs[i] = c.register(ctx, fmt.Sprintf("%s-%d", prefix, i+1), platforms)
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("registering %d workers: %w", n, err)
 	}
