@@ -160,6 +160,11 @@ func (s *Server) postLogs(c echo.Context) error {
 	}
 	cl := callerOf(c)
 	n, err := s.store.AppendLogs(c.Request().Context(), cl.BuildID, cl.WorkerID, lines, s.now())
+	if errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrTimeout) {
+		// Nothing was stored: the worker may send the same lines again.
+		c.Response().Header().Set("Retry-After", "1")
+		return &apiError{status: http.StatusServiceUnavailable, msg: msgLogsBusy, cause: err}
+	}
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ const (
 	msgInvalidFilter     = "Invalid filter" // GET /api/builds: status, platform or worker_id
 	msgInvalidBefore     = "Invalid before" // GET /api/builds: not the id of a build
 	msgTooManyStreams    = "Too many log streams"
+	msgLogsBusy          = "Too many log lines waiting, retry later"
 
 	// The newer worker generation's credentials (§4.12–§4.14).
 	msgBadWorkerToken      = "Invalid or expired worker token"

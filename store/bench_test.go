@@ -21,7 +21,7 @@ func benchStore(b *testing.B) *Store {
 }
 
 // benchRunning creates a worker holding a running build.
-func benchRunning(b *testing.B, s *Store) (buildID, workerID string) {
+func benchRunning(b testing.TB, s *Store) (buildID, workerID string) {
 	b.Helper()
 	ctx := context.Background()
 	w, _, err := s.RegisterWorker(ctx, Registration{Name: "bench", Capabilities: "{}", Now: 1})

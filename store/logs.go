@@ -25,53 +25,6 @@ func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level
 	return err
 }
 
-// AppendLogs appends lines to a build's log, in order, each with the next
-// sequence number and the time now; a line longer than domain.MaxLogMessage
-// is clipped (domain.Clip). When workerID is not empty the lines come
-// from a worker: it must be the current assignee (else ErrNotAssignee and
-// nothing is written), and the build's liveness is refreshed (assigned becomes
-// building). It returns the number stored, or ErrNotFound.
-func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines []LogInput, now int64) (int, error) {
-	ctx, cancel := s.opContext(ctx)
-	defer cancel()
-	err := s.tx(ctx, "append logs", func(tx *sql.Tx) error {
-		if workerID != "" {
-			if _, err := touchAssignee(ctx, tx, buildID, workerID, now); err != nil {
-				return err
-			}
-		} else if _, err := getBuild(ctx, tx, buildID); err != nil {
-			return err
-		}
-		if len(lines) == 0 {
-			return nil
-		}
-		var seq int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?`,
-			buildID).Scan(&seq); err != nil {
-			return err
-		}
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
-			VALUES (?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for _, l := range lines {
-			seq++
-			e := domain.LogEntry{Seq: seq, Timestamp: now, Level: l.Level, Message: domain.Clip(l.Message, domain.MaxLogMessage)}
-			if _, err := stmt.ExecContext(ctx, buildID, seq, now, l.Level, e.Message); err != nil {
-				return err
-			}
-			noteLog(ctx, buildID, e)
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return len(lines), nil
-}
-
 // LogPageBytes bounds the message bytes one page of a log holds in memory: a
 // page ends after the entry that reaches it, so any read of a log of any
 // size holds at most this plus one line (domain.MaxLogMessage).

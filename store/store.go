@@ -73,6 +73,7 @@ type Store struct {
 	synced    atomic.Uint64 // every commit up to this one is durable
 	guard     *fileGuard    // nil until the file exists
 	feed      feed          // live subscribers to builds' changes
+	appender  logAppender   // AppendLogs calls waiting for a batch transaction
 }
 
 // Option configures Open.
@@ -338,7 +339,7 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 
 func isTyped(err error) bool {
 	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
-		ErrTimeout, ErrInternal} {
+		ErrBusy, ErrTimeout, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net"
@@ -96,6 +97,7 @@ func (f *faultFile) Publish(path string) error {
 type faultStore struct {
 	*store.Store
 	failWrites  atomic.Bool
+	busyLogs    atomic.Bool // log appends refused as the store's queue is full
 	panicAssign atomic.Int32
 }
 
@@ -129,6 +131,9 @@ func (s *faultStore) AppendLogs(ctx context.Context, buildID, workerID string, l
 	if s.failWrites.Load() {
 		return 0, errInjected
 	}
+	if s.busyLogs.Load() {
+		return 0, fmt.Errorf("%w: append logs: %d MiB waiting at /secret/path", store.ErrBusy, 16)
+	}
 	return s.Store.AppendLogs(ctx, buildID, workerID, lines, now)
 }
 
@@ -151,6 +156,33 @@ func withFaults(fs *faultFS, st **faultStore) Option {
 			}
 		}
 	})
+}
+
+// TestLogAppendBackpressure: when the store has too many log lines waiting,
+// a log POST is told to come back (503 with Retry-After), nothing of it is
+// stored, and the same lines sent again are stored once.
+func TestLogAppendBackpressure(t *testing.T) {
+	t.Parallel()
+	var st *faultStore
+	c := Start(t, withFaults(nil, &st))
+	b := c.Submit("ios", []byte("s"), nil)
+	w := c.Register("w")
+	require.Equal(t, b.ID, c.Poll(w)["id"])
+	before := len(c.LogMessages(b.ID))
+
+	st.busyLogs.Store(true)
+	batch := map[string]any{"logs": []map[string]string{{"level": "info", "message": "step 1"}, {"level": "info", "message": "step 2"}}}
+	r := c.PostJSON("/api/builds/"+b.ID+"/logs", batch, c.KeyH("X-Worker-Id", w))
+	require.Equal(t, http.StatusServiceUnavailable, r.Status)
+	require.Equal(t, "Too many log lines waiting, retry later", r.Error(t))
+	require.Equal(t, "1", r.Header.Get("Retry-After"))
+	requireNoLeak(t, r)
+	require.Len(t, c.LogMessages(b.ID), before, "nothing stored")
+
+	st.busyLogs.Store(false)
+	r = c.PostJSON("/api/builds/"+b.ID+"/logs", batch, c.KeyH("X-Worker-Id", w))
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, []string{"step 1", "step 2"}, c.LogMessages(b.ID)[before:])
 }
 
 // requireNoLeak checks an answer carries none of the injected details.
