@@ -223,7 +223,10 @@ func TestDeliver(t *testing.T) {
 	b := setup(t, []string{rc.URL + "/hook"}, Config{})
 	id := b.event(t)
 	row := b.outbox(t)
-	eventually(t, 10*time.Second, func() bool { return len(b.outbox(t)) == 0 }, "delivered and deleted")
+	// The count follows the row's deletion: once it is seen, the row is gone
+	// (waiting for the empty outbox instead raced the count).
+	eventually(t, 10*time.Second, func() bool { return counts(b.snd) == [3]int64{1, 0, 0} }, "delivered and counted")
+	require.Empty(t, b.outbox(t), "delivered and deleted")
 
 	hits := rc.got()
 	require.Len(t, hits, 1)
