@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/google/uuid"
@@ -111,4 +113,85 @@ func BenchmarkGetBuild(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkHistoryReads times, on a copy-free open of the database named by
+// HISTORY_DB (made by cmd/seed-history, e.g. 1,000,000 finished builds and
+// 50,000,000 log lines), the store's side of the everyday reads, uncached:
+// /api/stats, the counts of /health and /metrics, a build's status, a page
+// of the build list at the start and 2,000 builds deep, a filtered page,
+// the dashboard's lists, the first page of a log, and opening the store
+// (migrations checked, as at start-up). See docs/BENCHMARKS.md.
+//
+//	HISTORY_DB=/tmp/hist/data/controller.db go test -run '^$' -bench HistoryReads ./store
+func BenchmarkHistoryReads(b *testing.B) {
+	path := os.Getenv("HISTORY_DB")
+	if path == "" {
+		b.Skip("HISTORY_DB is not set: seed a database with cmd/seed-history and name it there")
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	first, _, err := s.BuildPage(ctx, BuildQuery{Limit: 500})
+	if err != nil || len(first) == 0 {
+		b.Fatalf("the database holds no build (%v)", err)
+	}
+	deep := first[len(first)-1].ID
+	for range 3 {
+		page, _, err := s.BuildPage(ctx, BuildQuery{Limit: 500, Before: deep})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(page) > 0 {
+			deep = page[len(page)-1].ID
+		}
+	}
+	day := time.Now().UTC().Truncate(24 * time.Hour).UnixMilli()
+	reads := []struct {
+		name string
+		read func(i int) error
+	}{
+		{"Stats", func(int) error { _, err := s.Stats(ctx, time.Now().Add(-time.Minute).UnixMilli(), day); return err }},
+		{"BuildCounts", func(int) error { _, err := s.BuildCounts(ctx); return err }},
+		{"GetBuild", func(i int) error { _, err := s.GetBuild(ctx, first[i%len(first)].ID); return err }},
+		{"PageFirst", func(int) error { _, _, err := s.BuildPage(ctx, BuildQuery{Limit: 100}); return err }},
+		{"PageDeep", func(int) error { _, _, err := s.BuildPage(ctx, BuildQuery{Limit: 100, Before: deep}); return err }},
+		{"PageFailedIOS", func(int) error {
+			_, _, err := s.BuildPage(ctx, BuildQuery{Limit: 100, Status: domain.StatusFailed, Platform: domain.PlatformIOS})
+			return err
+		}},
+		{"Dashboard", func(int) error {
+			if _, err := s.RecentBuilds(ctx, 50); err != nil {
+				return err
+			}
+			if _, err := s.FirstPending(ctx, 50); err != nil {
+				return err
+			}
+			if _, err := s.RunningBuilds(ctx); err != nil {
+				return err
+			}
+			_, err := s.ListWorkers(ctx)
+			return err
+		}},
+		{"LogPage", func(i int) error { _, _, err := s.LogPage(ctx, first[i%len(first)].ID, 0, 1000); return err }},
+		{"Open", func(int) error {
+			o, err := Open(ctx, path)
+			if err != nil {
+				return err
+			}
+			return o.Close()
+		}},
+	}
+	for _, r := range reads {
+		b.Run(r.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if err := r.read(i); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -89,17 +89,15 @@ func (s *Store) Stats(ctx context.Context, onlineSince, dayStart int64) (Stats, 
 			AND completed_at >= ?`, dayStart).Scan(&st.BuildsToday); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(completed_at - started_at), 0) FROM builds
-			WHERE status IN ('completed', 'failed') AND completed_at IS NOT NULL AND started_at IS NOT NULL`).
-			Scan(&st.TotalBuildTimeMS); err != nil {
+		// Kept by triggers (migration 0009_history_totals): one row, whatever the history.
+		var samples int64
+		var cpuSum float64
+		if err := tx.QueryRowContext(ctx, `SELECT build_time_ms, cpu_samples, cpu_percent FROM history_totals
+			WHERE id = 1`).Scan(&st.TotalBuildTimeMS, &samples, &cpuSum); err != nil {
 			return err
 		}
-		var avg sql.NullFloat64
-		if err := tx.QueryRowContext(ctx, `SELECT AVG(cpu_percent) FROM cpu_snapshots`).Scan(&avg); err != nil {
-			return err
-		}
-		if avg.Valid {
-			st.TotalCPUCycles = avg.Float64 / 100 * float64(st.TotalBuildTimeMS) / 1000
+		if samples > 0 {
+			st.TotalCPUCycles = cpuSum / float64(samples) / 100 * float64(st.TotalBuildTimeMS) / 1000
 		}
 		return nil
 	})

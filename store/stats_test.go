@@ -55,6 +55,7 @@ func TestBuildCounts(t *testing.T) {
 				"completed": c.Completed, "failed": c.Failed} {
 				require.Equal(t, d.count(t, `SELECT COUNT(*) FROM builds WHERE status = ?`, status), n, "%s: %s", step, status)
 			}
+			d.checkHistoryTotals(t, step)
 		}
 		d.build(t, t0)
 		check("submit")
@@ -78,10 +79,64 @@ func TestBuildCounts(t *testing.T) {
 		_, err = d.s.Recover(t.Context(), t0+500)
 		require.NoError(t, err)
 		check("recover")
-		d.exec(t, `DELETE FROM build_logs WHERE build_id = ?`, b3)
-		d.exec(t, `DELETE FROM builds WHERE id = ?`, b3)
+		b4, w4 := d.running(t, "w4", t0)
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b4, w4, t0+1500, nil,
+			&domain.CPUSnapshot{CPUPercent: 37.5, MemoryMB: 100}))
+		check("telemetry")
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b4, WorkerID: w4, Success: true,
+			ResultPath: "results/" + b4 + ".ipa", Now: t0 + 9000}))
+		check("complete")
+		b5, w5 := d.running(t, "w5", t0)
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b5, WorkerID: w5, Now: t0 + 4000}))
+		check("fail")
+		d.exec(t, `DELETE FROM cpu_snapshots WHERE build_id = ?`, b4)
+		check("snapshots pruned")
+		d.exec(t, `DELETE FROM build_logs WHERE build_id IN (?, ?)`, b3, b5)
+		d.exec(t, `DELETE FROM outbox`)
+		d.exec(t, `DELETE FROM builds WHERE id IN (?, ?)`, b3, b5)
 		check("delete")
 	})
+
+	// Migration 0009 starts its totals from the history already there.
+	t.Run("TotalsStartFromHistory", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0)
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, w, t0+1500, nil,
+			&domain.CPUSnapshot{CPUPercent: 60, MemoryMB: 100}))
+		require.NoError(t, d.s.FinishBuild(t.Context(), store.Finish{BuildID: b, WorkerID: w, Success: true,
+			ResultPath: "results/" + b + ".ipa", Now: t0 + 31_000}))
+		for _, q := range []string{`DROP TABLE history_totals`, `DROP INDEX builds_by_end`,
+			`DELETE FROM schema_migrations WHERE name = '0009_history_totals.sql'`} {
+			d.exec(t, q)
+		}
+		for _, trig := range []string{"build_time_insert", "build_time_update", "build_time_delete", "cpu_insert", "cpu_delete"} {
+			d.exec(t, `DROP TRIGGER history_`+trig)
+		}
+		require.NoError(t, d.s.Close())
+		s, err := store.Open(t.Context(), d.path)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		d.s = s
+		st, err := s.Stats(t.Context(), t0, t0)
+		require.NoError(t, err)
+		require.Equal(t, int64(30_000), st.TotalBuildTimeMS)
+		require.InDelta(t, 0.6*30, st.TotalCPUCycles, 1e-9)
+		d.checkHistoryTotals(t, "migrated")
+	})
+}
+
+// checkHistoryTotals compares the totals kept by triggers with the sums of
+// the rows.
+func (d *testDB) checkHistoryTotals(t *testing.T, step string) {
+	t.Helper()
+	require.Equal(t, d.count(t, `SELECT COALESCE(SUM(completed_at - started_at), 0) FROM builds
+		WHERE status IN ('completed', 'failed') AND completed_at IS NOT NULL AND started_at IS NOT NULL`),
+		d.count(t, `SELECT build_time_ms FROM history_totals`), "%s: build time", step)
+	require.Equal(t, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots`),
+		d.count(t, `SELECT cpu_samples FROM history_totals`), "%s: CPU samples", step)
+	require.Equal(t, d.count(t, `SELECT CAST(ROUND(COALESCE(SUM(cpu_percent), 0) * 1000) AS INTEGER) FROM cpu_snapshots`),
+		d.count(t, `SELECT CAST(ROUND(cpu_percent * 1000) AS INTEGER) FROM history_totals`), "%s: CPU percent", step)
 }
 
 func TestStats(t *testing.T) {

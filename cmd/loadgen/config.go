@@ -77,7 +77,7 @@ func defaults() Config {
 }
 
 // scenarioOrder is the order "all" runs them in.
-var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream"}
+var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream", "reads"}
 
 // parseConfig reads the command line (and CONTROLLER_API_KEY through
 // getenv). It returns the configuration and the scenarios to run, in order.
@@ -89,7 +89,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	scenario := "all"
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL")
 	fs.StringVar(&cfg.APIKey, "api-key", getenv("CONTROLLER_API_KEY"), "admin API key (env CONTROLLER_API_KEY)")
-	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, all, or a comma-separated list")
+	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, reads, all, or a comma-separated list")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle, logs and logstream run, and longpoll submits")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "idle: polling workers (one goroutine each)")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "dispatch: workers taking builds")
@@ -194,10 +194,10 @@ func parseScenarios(s string) ([]string, error) {
 			for _, n := range scenarioOrder {
 				want[n] = true
 			}
-		case "idle", "dispatch", "transfer", "logs", "longpoll", "logstream":
+		case "idle", "dispatch", "transfer", "logs", "longpoll", "logstream", "reads":
 			want[name] = true
 		default:
-			return nil, fmt.Errorf("unknown scenario %q: idle, dispatch, transfer, logs, longpoll, logstream or all", name)
+			return nil, fmt.Errorf("unknown scenario %q: idle, dispatch, transfer, logs, longpoll, logstream, reads or all", name)
 		}
 	}
 	var out []string

@@ -83,7 +83,7 @@ func parseFigures(t *testing.T, out string) map[string]string {
 func TestAgainstController(t *testing.T) {
 	url := startController(t, nil)
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "idle,dispatch,logs,transfer,longpoll,logstream",
+	code := run([]string{"--url", url, "--api-key", testKey, "--scenario", "idle,dispatch,logs,transfer,longpoll,logstream,reads",
 		"--duration", "200ms", "--concurrency", "4", "--workers", "4", "--builds", "20", "--submitters", "2",
 		"--log-workers", "2", "--log-batch", "10", "--size", "3MiB", "--idle-pause", "2ms",
 		"--wait", "1s", "--lp-workers", "3", "--submit-rate", "20", "--lp-idle-workers", "5", "--lp-idle-window", "300ms",
@@ -104,6 +104,8 @@ func TestAgainstController(t *testing.T) {
 		"longpoll_idle_rss_peak": "MiB", "longpoll_idle_polls": "count",
 		"logstream_lines_per_s": "lines/s", "logstream_target_lines_per_s": "lines/s", "logstream_latency_p99": "ms",
 		"logstream_latency_max": "ms", "logstream_post_p99": "ms", "logstream_cpu": "%core", "logstream_rss_growth": "MiB",
+		"reads_status_p99": "ms", "reads_page_p99": "ms", "reads_deep_page_p99": "ms", "reads_stats_p99": "ms",
+		"reads_metrics_p99": "ms", "reads_dashboard_p99": "ms", "reads_idle_poll_p99": "ms", "reads_rps": "req/s",
 	} {
 		require.Contains(t, figs, name)
 		require.True(t, strings.HasSuffix(figs[name], " "+unit), "%s=%s", name, figs[name])
@@ -117,7 +119,7 @@ func TestAgainstController(t *testing.T) {
 		"longpoll_idle_held": "5 count", "longpoll_idle_early": "0 count",
 		"logstream_errors": "0 count", "logstream_streams": "4 count", "logstream_builds": "2 count",
 		"logstream_lost": "0 count", "logstream_reordered": "0 count", "logstream_seq_gaps": "0 count",
-		"logstream_unfinished": "0 count", "logstream_target_lines_per_s": "100 lines/s",
+		"logstream_unfinished": "0 count", "logstream_target_lines_per_s": "100 lines/s", "reads_errors": "0 count",
 	} {
 		require.Equal(t, want, figs[name], name)
 	}

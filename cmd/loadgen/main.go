@@ -54,7 +54,7 @@ type scenarioFunc func(ctx context.Context, cfg Config) Result
 
 var scenarioFuncs = map[string]scenarioFunc{
 	"idle": runIdle, "dispatch": runDispatch, "transfer": runTransfer, "logs": runLogs,
-	"longpoll": runLongPoll, "logstream": runLogStream,
+	"longpoll": runLongPoll, "logstream": runLogStream, "reads": runReads,
 }
 
 // runScenarios runs the named scenarios in order, printing each one's

@@ -279,7 +279,7 @@ func TestParseConfig(t *testing.T) {
 	t.Run("Defaults", func(t *testing.T) {
 		cfg, sc, err := parseConfig(nil, env, io.Discard)
 		require.NoError(t, err)
-		require.Equal(t, []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream"}, sc)
+		require.Equal(t, []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream", "reads"}, sc)
 		require.Equal(t, "env-key-0123456789abcdef", cfg.APIKey)
 		require.Equal(t, "http://localhost:3000", cfg.URL)
 		require.Equal(t, 10*time.Second, cfg.Duration)
