@@ -59,7 +59,8 @@ func (b shellBlock) String() string { return fmt.Sprintf("%s:%d", b.doc, b.line)
 // shellBlocks returns the shell blocks of the repository file doc, in order:
 // all of them, or those of the section under the heading line section (up to
 // the next heading of the same level). It fails the test on a directive it
-// does not know, or one that is not right before a shell block.
+// cannot read or does not know, or one that is not right before a shell
+// block's opening fence.
 func shellBlocks(t *testing.T, doc, section string) []shellBlock {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", doc))
@@ -84,7 +85,11 @@ func shellBlocks(t *testing.T, doc, section string) []shellBlock {
 	var directive, arg string
 	directiveAt := -1
 	for i := first; i < last; i++ {
-		if m := directiveLine.FindStringSubmatch(lines[i]); m != nil {
+		if strings.HasPrefix(lines[i], "<!-- doctest") {
+			m := directiveLine.FindStringSubmatch(lines[i])
+			require.NotNil(t, m, "%s:%d: a doctest directive reads <!-- doctest: NAME [ARGUMENT] -->", doc, i+1)
+			require.True(t, i+1 < last && fenceLine.MatchString(lines[i+1]),
+				"%s:%d: a doctest directive goes on the line right before a block's opening fence", doc, i+1)
 			directive, arg, directiveAt = m[1], m[2], i
 			continue
 		}
