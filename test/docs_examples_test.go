@@ -347,7 +347,10 @@ func (r *docRun) run(blocks []shellBlock) {
 	}
 	if err != nil || !ended {
 		why := "stopped the shell"
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			why = "still running after 3m"
+		case err != nil:
 			why = err.Error()
 		}
 		if reached < 0 {
