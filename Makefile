@@ -25,6 +25,8 @@ run: ## Run the controller with its defaults (port 3000, ./data, ./storage)
 test: ## Run every test with the race detector
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
 		echo "note: Chromium not found: the dashboard's browser test will be skipped (Debian/Ubuntu: apt-get install -y chromium)"
+	@command -v curl >/dev/null && command -v jq >/dev/null || \
+		echo "note: curl or jq not found: the docs examples test will be skipped (Debian/Ubuntu: apt-get install -y curl jq)"
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: lint
