@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/version"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/labstack/echo/v4"
@@ -19,7 +20,8 @@ import (
 var webFiles embed.FS
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
-	"inc": func(i int) int { return i + 1 },
+	"inc":     func(i int) int { return i + 1 },
+	"version": func() string { return version.Get().Version }, // the footer's
 }).ParseFS(webFiles, "web/*.html"))
 
 const (

@@ -7,6 +7,7 @@ import (
 
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/internal/version"
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,10 +51,21 @@ func newMetrics(st Store, q QueueMetrics) *metrics {
 			Name: "controller_download_bytes_total", Help: "Bytes of stored files sent to clients.",
 		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut,
+	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, buildInfo(version.Get()),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{store: st, queue: q})
 	return m
+}
+
+// buildInfo is the gauge controller_build_info, always 1, whose labels name
+// the running build: join on it to see which version a series came from.
+func buildInfo(b version.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "controller_build_info", Help: "The running build: version, VCS revision and Go release; always 1.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 func (m *metrics) observeRequest(method, route string, status int, d time.Duration) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/version"
 	"github.com/labstack/echo/v4"
 )
 
@@ -15,7 +16,8 @@ import (
 // within 2 s) and 503 Storage not writable when the storage root refuses a
 // new file. The database's write probe (a commit and an fsync) runs at most
 // once per second whatever the rate of requests; the other checks run on
-// every request.
+// every request. The 200 answer names the running build (version and
+// revision).
 func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), healthTimeout)
 	defer cancel()
@@ -28,10 +30,13 @@ func (s *Server) health(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": msgDatabaseUnavailable})
 	}
 	active := counts.Active()
+	build := version.Get()
 	return c.JSON(http.StatusOK, map[string]any{
-		"status":  "ok",
-		"queue":   map[string]int{"pending": counts.Pending, "active": active, "total": counts.Pending + active},
-		"storage": map[string]bool{"exists": true},
+		"status":   "ok",
+		"queue":    map[string]int{"pending": counts.Pending, "active": active, "total": counts.Pending + active},
+		"storage":  map[string]bool{"exists": true},
+		"version":  build.Version,
+		"revision": build.Revision,
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,13 +24,15 @@ var (
 	binBuilt = map[string]string{}
 )
 
-// buildBinary compiles ./cmd/<name> once per test process and returns its
-// path. The directory is removed by TestMain's cleanup (see cleanupBinaries).
-func buildBinary(t testing.TB, name string) string {
+// buildBinary compiles ./cmd/<name> with the extra go build flags once per
+// test process and returns its path. The directory is removed by TestMain's
+// cleanup (see cleanupBinaries).
+func buildBinary(t testing.TB, name string, flags ...string) string {
 	t.Helper()
 	binMu.Lock()
 	defer binMu.Unlock()
-	if p, ok := binBuilt[name]; ok {
+	key := strings.Join(append([]string{name}, flags...), " ")
+	if p, ok := binBuilt[key]; ok {
 		return p
 	}
 	if binDir == "" {
@@ -40,12 +43,15 @@ func buildBinary(t testing.TB, name string) string {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
 	out := filepath.Join(binDir, name)
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	if len(flags) > 0 {
+		out += "-" + strconv.Itoa(len(binBuilt))
+	}
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), "./cmd/"+name)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	b, err := cmd.CombinedOutput()
 	require.NoError(t, err, "go build ./cmd/%s: %s", name, b)
-	binBuilt[name] = out
+	binBuilt[key] = out
 	return out
 }
 
@@ -74,7 +80,12 @@ var listenRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // 0, and waits for its "listening" log line.
 func StartProcess(t testing.TB, dir string, extra ...string) *Process {
 	t.Helper()
-	bin := buildBinary(t, "controller")
+	return startBinary(t, buildBinary(t, "controller"), dir, extra...)
+}
+
+// startBinary is StartProcess with the controller binary at bin.
+func startBinary(t testing.TB, bin, dir string, extra ...string) *Process {
+	t.Helper()
 	args := append([]string{"start", "--host", "127.0.0.1", "--port", "0", "--api-key", testKey,
 		"--db", filepath.Join(dir, "data", "controller.db"), "--storage", filepath.Join(dir, "storage")}, extra...)
 	cmd := exec.Command(bin, args...)

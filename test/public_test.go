@@ -9,18 +9,21 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/version"
 )
 
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	c := Start(t)
+	build := version.Get()
 	for _, p := range []string{"/health", "/api/health"} {
 		r := c.Get(p, nil)
 		require.Equal(t, http.StatusOK, r.Status)
 		require.Equal(t, "*", r.Header.Get("Access-Control-Allow-Origin"))
 		require.Equal(t, map[string]any{"status": "ok",
 			"queue":   map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0},
-			"storage": map[string]any{"exists": true}}, r.Object(t))
+			"storage": map[string]any{"exists": true}, "version": build.Version, "revision": build.Revision}, r.Object(t))
 	}
 	c.Submit("ios", []byte("a"), nil)
 	c.Submit("ios", []byte("b"), nil)

@@ -91,6 +91,10 @@ func Defaults() Config {
 // ErrHelp is returned by ParseArgs for -h/--help (usage was printed).
 var ErrHelp = flag.ErrHelp
 
+// ErrVersion is returned by ParseArgs for --version: the caller prints the
+// version and exits 0, whatever the other settings say.
+var ErrVersion = errors.New("version requested")
+
 // UsageError is a command-line mistake; the usage was printed.
 type UsageError struct{ msg string }
 
@@ -165,6 +169,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		}
 	}
 	fs.Func("p", "listen port (same as --port)", func(v string) error { given["port"] = v; return nil })
+	showVersion := fs.Bool("version", false, "print the version and revision and exit (same as: controller version)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n"+
 			"Each setting comes from its flag, else its environment variable, else the default.\n"+
@@ -173,6 +178,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if *showVersion {
+		return cfg, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

@@ -87,6 +87,22 @@ func TestParseArgsErrors(t *testing.T) {
 	require.Contains(t, out.String(), "CONTROLLER_MAX_RESULT_SIZE")
 }
 
+// TestParseArgsVersion: --version wins over any other setting, however
+// wrong, and prints nothing itself (the caller prints the version).
+func TestParseArgsVersion(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"start", "--version"}, {"--port", "70000", "--version"}} {
+		var out bytes.Buffer
+		_, err := ParseArgs(args, env(map[string]string{"CONTROLLER_MAX_ATTEMPTS": "0"}), &out)
+		require.ErrorIs(t, err, ErrVersion, "%v", args)
+		require.Empty(t, out.String())
+	}
+	var out bytes.Buffer
+	_, err := ParseArgs([]string{"-h"}, env(nil), &out)
+	require.ErrorIs(t, err, ErrHelp)
+	require.Contains(t, out.String(), "print the version and revision and exit")
+}
+
 func TestParseSize(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]int64{"1": 1, "500MiB": 500 << 20, "50 MiB": 50 << 20, "1GiB": 1 << 30,

@@ -1,6 +1,7 @@
 // Command controller runs the Expo Free Agent build controller.
 //
 //	controller [start] [--port 3000] [--db ./data/controller.db] [--storage ./storage] ...
+//	controller version
 //
 // See README.md for every setting.
 package main
@@ -18,15 +19,32 @@ import (
 	"time"
 
 	"github.com/expo-free-agent/controller/cmd/app"
+	"github.com/expo-free-agent/controller/internal/version"
 	"github.com/expo-free-agent/controller/store"
 )
 
-func main() { os.Exit(run()) }
+func main() { os.Exit(run(os.Args[1:])) }
 
-func run() int {
-	cfg, err := app.ParseArgs(os.Args[1:], os.Getenv, os.Stderr)
+// run dispatches on the first word: a subcommand, else the server (whose
+// optional first word is "start").
+func run(args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			return versionCommand(args[1:], os.Stdout, os.Stderr)
+		}
+	}
+	return serve(args)
+}
+
+// serve runs the controller until SIGINT or SIGTERM.
+func serve(args []string) int {
+	cfg, err := app.ParseArgs(args, os.Getenv, os.Stderr)
 	if errors.Is(err, app.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, app.ErrVersion) {
+		return versionCommand(nil, os.Stdout, os.Stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
@@ -51,8 +69,9 @@ func run() int {
 	if cfg.PprofAddr != "" {
 		go servePprof(cfg.PprofAddr, log)
 	}
-	log.Info("controller starting", "addr", fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), "db", cfg.DBPath,
-		"storage", cfg.StoragePath)
+	build := version.Get()
+	log.Info("controller starting", "version", build.Version, "revision", build.Revision,
+		"addr", fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), "db", cfg.DBPath, "storage", cfg.StoragePath)
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		return 1

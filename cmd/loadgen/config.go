@@ -79,9 +79,13 @@ func defaults() Config {
 // scenarioOrder is the order "all" runs them in.
 var scenarioOrder = []string{"idle", "dispatch", "transfer", "logs", "longpoll", "logstream", "reads"}
 
+// errVersion is parseConfig's answer to --version.
+var errVersion = errors.New("version requested")
+
 // parseConfig reads the command line (and CONTROLLER_API_KEY through
 // getenv). It returns the configuration and the scenarios to run, in order.
-// -h gives flag.ErrHelp; any other mistake is an error after the usage.
+// -h gives flag.ErrHelp, --version errVersion; any other mistake is an error
+// after the usage.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, []string, error) {
 	cfg := defaults()
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
@@ -112,6 +116,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&cfg.StreamBatch, "stream-batch", cfg.StreamBatch, "logstream: lines per POST")
 	fs.StringVar(&cfg.Platform, "platform", cfg.Platform, "platform of submitted builds: android or ios")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout (transfers have none)")
+	showVersion := fs.Bool("version", false, "print the version and revision and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion,\n"+
 			"long-poll dispatch and idle held polls, live log streams.\n"+
@@ -120,6 +125,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
+	}
+	if *showVersion {
+		return cfg, nil, errVersion
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

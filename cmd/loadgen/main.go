@@ -2,6 +2,7 @@
 // against any controller URL and API key, with the standard library only.
 //
 //	loadgen --url http://localhost:3000 --api-key KEY [--scenario all] [--pid PID]
+//	loadgen --version
 //
 // Scenarios: idle (many idle workers polling), dispatch (builds flowing
 // from submitters through polling workers), transfer (one large source,
@@ -23,6 +24,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/expo-free-agent/controller/internal/version"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
@@ -30,6 +33,10 @@ func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, scenarios, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, "loadgen", version.Get())
 		return 0
 	}
 	if err != nil {

@@ -56,6 +56,10 @@ const (
 	ProtocolV2 = "v2" // worker token for the host, one-time password and VM token for the VM
 )
 
+// ErrVersion is returned by ParseArgs for --version: print the version and
+// exit 0, whatever the other settings say.
+var ErrVersion = errors.New("version requested")
+
 // UsageError is a command-line mistake (exit status 2).
 type UsageError struct{ msg string }
 
@@ -70,8 +74,8 @@ type setting struct {
 
 // ParseArgs reads the configuration: each setting from its flag, else its
 // environment variable (read through getenv), else its default. It returns
-// flag.ErrHelp after printing the usage for -h, and a *UsageError for any
-// other mistake.
+// flag.ErrHelp after printing the usage for -h, ErrVersion for --version,
+// and a *UsageError for any other mistake.
 func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	cfg := Config{}
 	var name, stateFile string
@@ -166,6 +170,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			fs.Func(name, help, record)
 		}
 	}
+	showVersion := fs.Bool("version", false, "print the version and revision and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: mock-worker [flags]
 
@@ -184,6 +189,9 @@ Flags:
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if *showVersion {
+		return cfg, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		return cfg, &UsageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
