@@ -27,6 +27,8 @@ STATIC_DIR   := $(BIN)/static
 STATIC_TAGS  := osusergo netgo
 STATIC_FLAGS := -linkmode external -extldflags -static
 CA_BUNDLE    ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE        ?= expo-controller
+IMAGE_BUILDER ?= podman
 
 .DEFAULT_GOAL := help
 
@@ -39,9 +41,14 @@ build: ## Build the controller, mock worker and load tool into bin/
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: static
-static: ## Build a static controller and copy the CA bundle into bin/static/ (for deploy/Containerfile)
+static: ## Build a static controller, with the CA bundle, into bin/static/ (deploy/Containerfile's context)
 	$(GO) build -tags '$(STATIC_TAGS)' -ldflags '$(LDFLAGS) $(STATIC_FLAGS)' -o $(STATIC_DIR)/controller ./cmd/controller
 	install -m 0644 $(CA_BUNDLE) $(STATIC_DIR)/ca-certificates.crt
+	install -d -m 0750 $(STATIC_DIR)/state
+
+.PHONY: image
+image: static ## Build the container image IMAGE (expo-controller) with IMAGE_BUILDER (podman; or buildah, docker)
+	$(IMAGE_BUILDER) build -f deploy/Containerfile -t $(IMAGE) $(STATIC_DIR)
 
 .PHONY: run
 run: ## Run the controller with its defaults (port 3000, ./data, ./storage)
