@@ -54,7 +54,10 @@ func TestOpenRefusesForeignFiles(t *testing.T) {
 	}{
 		{"NotSQLite", func(t *testing.T, path string) {
 			require.NoError(t, os.WriteFile(path, []byte("this is a build log, not a database\n"), 0o600))
-		}, store.ErrNotADatabase, "is not a SQLite database; point --db at a new file"},
+		}, store.ErrNotADatabase, "is not a SQLite database; it was left untouched: point --db at a new file"},
+		{"ShorterThanTheHeader", func(t *testing.T, path string) { // SQLite would take it for an empty database
+			require.NoError(t, os.WriteFile(path, []byte("x"), 0o600))
+		}, store.ErrNotADatabase, "is not a SQLite database; it was left untouched"},
 		{"TypeScriptController", func(t *testing.T, path string) {
 			plainSQLite(t, path, "builds", "workers", "build_logs")
 		}, store.ErrForeignDatabase, "older TypeScript controller; it was left untouched: start with a new --db path"},

@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -109,10 +107,12 @@ func dsn(path string, readOnly bool) string {
 }
 
 // Open opens (creating if needed) the database at path, creates its directory,
-// and applies pending migrations. It returns ErrInternal or ErrTimeout.
+// and applies pending migrations. Its errors are plain sentences that name
+// the file: ErrUnwritable, ErrNotADatabase or ErrForeignDatabase (nothing
+// was changed), ErrInternal or ErrTimeout.
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("%w: create database directory: %v", ErrInternal, err)
+	if err := PrepareDir(path); err != nil {
+		return nil, err
 	}
 	if err := inspect(ctx, path); err != nil {
 		return nil, err
@@ -122,9 +122,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
+	cannotOpen := "cannot open the database " + path
 	w, err := sql.Open("sqlite3", dsn(path, false))
 	if err != nil {
-		return nil, wrap("open", err)
+		return nil, openFailed(ctx, cannotOpen, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
@@ -133,25 +134,25 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	var mode string
 	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		w.Close()
-		return nil, wrapCtx(ctx, "open", err)
+		return nil, openFailed(ctx, cannotOpen, err)
 	}
 	if mode != "wal" {
 		w.Close()
-		return nil, fmt.Errorf("%w: the database must be in WAL mode (it is %q); is it on a local file system?",
-			ErrInternal, mode)
+		return nil, &openError{ErrInternal, fmt.Sprintf("the database %s must be in WAL mode (it is %q); "+
+			"is it on a local file system?", path, mode)}
 	}
 	if s.guard, err = newFileGuard(path); err != nil {
 		w.Close()
-		return nil, wrap("open", err)
+		return nil, openFailed(ctx, cannotOpen, err)
 	}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
-		return nil, err
+		return nil, openFailed(ctx, "cannot bring the database "+path+" to this version's schema", err)
 	}
 	r, err := sql.Open("sqlite3", dsn(path, true))
 	if err != nil {
 		w.Close()
-		return nil, wrap("open", err)
+		return nil, openFailed(ctx, cannotOpen, err)
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)

@@ -234,16 +234,39 @@ func TestOpen(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "plain-file")
 		require.NoError(t, os.WriteFile(file, []byte("x"), 0o600))
 		_, err := store.Open(t.Context(), filepath.Join(file, "controller.db"))
-		require.ErrorIs(t, err, store.ErrInternal)
+		require.ErrorIs(t, err, store.ErrUnwritable)
+		require.EqualError(t, err, "cannot create the database directory "+file+": not a directory "+
+			"(create it writable for the controller's user, or choose another --db)")
+	})
+
+	t.Run("DirectoryNotWritable", func(t *testing.T) {
+		t.Parallel()
+		if os.Geteuid() == 0 {
+			t.Skip("root writes in any directory")
+		}
+		dir := filepath.Join(t.TempDir(), "data")
+		require.NoError(t, os.Mkdir(dir, 0o500))
+		_, err := store.Open(t.Context(), filepath.Join(dir, "controller.db"))
+		require.ErrorIs(t, err, store.ErrUnwritable)
+		require.EqualError(t, err, "cannot write in the database directory "+dir+": permission denied (the controller "+
+			"creates controller.db and its -wal and -shm files there: make the directory writable for the "+
+			"controller's user, or choose another --db)")
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Empty(t, entries)
 	})
 
 	t.Run("ExpiredContext", func(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
 		defer cancel()
-		_, err := store.Open(ctx, filepath.Join(t.TempDir(), "controller.db"))
+		path := filepath.Join(t.TempDir(), "controller.db")
+		_, err := store.Open(ctx, path)
 		require.ErrorIs(t, err, store.ErrTimeout)
 		requireNoDriverError(t, err)
+		// Printed as it is at start-up: a sentence naming the file, no prefix.
+		require.True(t, strings.HasPrefix(err.Error(), "cannot open the database "+path+": "), err.Error())
+		require.NotContains(t, err.Error(), "store:")
 	})
 
 	t.Run("TinyOpTimeout", func(t *testing.T) {
