@@ -130,7 +130,11 @@ const (
 
 // Config holds the HTTP layer's settings; zero values take the defaults.
 type Config struct {
-	Addr            string // host:port; port 0 picks a free one
+	Addr string // host:port; port 0 picks a free one
+	// Listener, if set, is bound already (the command binds before it opens
+	// the database, so that a port in use fails the start at once): the
+	// first Serve serves it instead of listening on Addr.
+	Listener        net.Listener
 	APIKey          string
 	WorkerKey       string // optional: opens the worker routes only (§4.17)
 	BaseImageID     string
@@ -281,11 +285,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.addr != nil {
 		addr = s.addr.String() // a restart keeps the port it had
 	}
+	tcp := s.cfg.Listener
+	s.cfg.Listener = nil // served once; a restart listens again
 	s.mu.Unlock()
-	tcp, err := net.Listen("tcp", addr)
-	if err != nil {
-		s.once.Do(func() { s.started <- err })
-		return fmt.Errorf("listen on %s: %w", addr, err)
+	if tcp == nil {
+		var err error
+		if tcp, err = net.Listen("tcp", addr); err != nil {
+			s.once.Do(func() { s.started <- err })
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
 	}
 	ln := newLimitListener(tcp, s.cfg.MaxConns)
 	srv := &http.Server{
@@ -332,6 +340,10 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	s.drained = true
 	srv := s.srv
+	if s.cfg.Listener != nil { // bound but never served
+		s.cfg.Listener.Close()
+		s.cfg.Listener = nil
+	}
 	s.mu.Unlock()
 	if srv == nil {
 		return nil

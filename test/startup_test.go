@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"database/sql"
 	"net"
 	"net/http"
 	"os"
@@ -51,7 +52,7 @@ func TestBinaryStartupChecks(t *testing.T) {
 	require.NoError(t, os.WriteFile(notDB, []byte("not a database"), 0o600))
 	code, out = runBinary(t, dir, "--api-key", testKey, "--db", notDB)
 	require.Equal(t, 2, code, "%s", out)
-	require.Contains(t, out, "is not a SQLite database; point --db at a new file")
+	require.Contains(t, out, "\ncontroller: "+notDB+" is not a SQLite database; it was left untouched: point --db at a new file\n")
 	b, err := os.ReadFile(notDB)
 	require.NoError(t, err)
 	require.Equal(t, "not a database", string(b))
@@ -64,14 +65,92 @@ func TestBinaryStartupChecks(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "Usage: controller [start] [flags]")
 
-	// A port in use: a clear message and a non-zero exit, not a retry loop.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	code, out = runBinary(t, dir, "--host", "127.0.0.1", "--port", port, "--api-key", testKey)
-	require.Equal(t, 1, code)
-	require.Contains(t, out, "cannot listen")
+}
+
+// TestBinaryStartupMessages: each start-up mistake gets one line that says
+// what to do, and the exit status that tells a service manager whether a
+// restart may help (2: no; 1: perhaps).
+func TestBinaryStartupMessages(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("binary test skipped in -short mode")
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("notes"), 0o600))
+	keyLine := "API key from the --api-key flag\n"
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"BareSize", []string{"--max-source-size", "500"}, 2,
+			`controller: invalid --max-source-size "500": 500 needs a unit: 500B for bytes, or 500KiB, 500MiB, 500GiB` + "\n"},
+		{"BadBool", []string{"--metrics-public=yes"}, 2,
+			`controller: invalid --metrics-public "yes": must be true or false (or 1 or 0)` + "\n"},
+		{"BadDuration", []string{"--build-timeout", "300"}, 2,
+			`controller: invalid --build-timeout "300": must be a duration with a unit, e.g. 90s, 5m or 1h` + "\n"},
+		{"BadInt", []string{"--max-attempts", "three"}, 2,
+			`controller: invalid --max-attempts "three": must be a whole number, at least 1` + "\n"},
+		{"BadPort", []string{"--port", "http"}, 2,
+			`controller: invalid --port "http": must be a number from 0 to 65535 (0: any free port)` + "\n"},
+		// A path through a file stands for any directory that cannot be
+		// created (permissions cannot be tested as root).
+		{"DatabaseDirectoryNotCreatable", []string{"--db", filepath.Join(dir, "notes.txt", "controller.db"), "--api-key", testKey}, 2,
+			keyLine + "controller: cannot create the database directory " + filepath.Join(dir, "notes.txt") +
+				": not a directory (create it writable for the controller's user, or choose another --db)\n"},
+		{"KeyFileDirectoryNotCreatable", []string{"--db", filepath.Join(dir, "notes.txt", "controller.db")}, 2,
+			"controller: cannot read the API key file " + filepath.Join(dir, "notes.txt", "api-key") +
+				": not a directory (make it readable for the controller's user, or give the key with --api-key or CONTROLLER_API_KEY)\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, out := runBinary(t, dir, tc.args...)
+			require.Equal(t, tc.code, code, "%s", out)
+			require.Equal(t, tc.out, out)
+		})
+	}
+
+	t.Run("PortInUse", func(t *testing.T) {
+		t.Parallel()
+		// One line and exit 1 (a restart may find the port free), before
+		// the database is touched: no supervisor retry lines.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		sub := t.TempDir()
+		code, out := runBinary(t, sub, "--host", "127.0.0.1", "--port", port, "--api-key", testKey)
+		require.Equal(t, 1, code, "%s", out)
+		require.Equal(t, keyLine+"controller: cannot listen on 127.0.0.1:"+port+
+			": address already in use (another controller running? choose another --port)\n", out)
+		require.NoDirExists(t, filepath.Join(sub, "data"), "the database is not opened")
+	})
+
+	t.Run("TypeScriptDatabase", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "controller.db")
+		db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=DELETE")
+		require.NoError(t, err)
+		for _, stmt := range []string{"CREATE TABLE builds (id TEXT PRIMARY KEY)", "CREATE TABLE workers (id TEXT PRIMARY KEY)",
+			"INSERT INTO builds VALUES ('V1StGXR8_Z5jdHi6B-myT')"} {
+			_, err := db.Exec(stmt)
+			require.NoError(t, err)
+		}
+		require.NoError(t, db.Close())
+		before, err := os.ReadFile(path)
+		require.NoError(t, err)
+		code, out := runBinary(t, filepath.Dir(path), "--db", path, "--api-key", testKey)
+		require.Equal(t, 2, code, "%s", out)
+		require.Equal(t, keyLine+"controller: "+path+" was written by the older TypeScript controller; it was left untouched: "+
+			"start with a new --db path (docs/MIGRATION.md)\n", out)
+		after, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.Equal(t, before, after, "the TypeScript database was changed")
+		entries, err := os.ReadDir(filepath.Dir(path))
+		require.NoError(t, err)
+		require.Len(t, entries, 1, "no -wal, -shm or key file beside it")
+	})
 }
 
 // TestBinaryFirstRunAndGracefulStop: a first run with no flags generates and

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"syscall"
 
 	"github.com/thejerf/suture/v4"
 
@@ -63,14 +65,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.checkWebhooks(); err != nil {
 		return nil, configError{err.Error()}
 	}
+	// The port first: a second controller started on the same port (and,
+	// likely, the same database) stops here, before its start-up recovery
+	// touches the first one's builds.
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	ln, err := listen(addr)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.DBPath)
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		ln.Close()
+		return nil, err // a sentence that names the file
 	}
 	// The webhook receivers are data that every event's transaction reads
 	// (docs/API.md §3.5): set before the recovery, whose requeues are events.
 	dropped, err := st.SetWebhookURLs(ctx, cfg.WebhookURLs)
 	if err != nil {
+		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("configure webhooks: %w", err)
 	}
@@ -82,6 +94,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	// a running build's liveness.
 	requeued, err := st.Recover(ctx, cfg.Clock.Now().UnixMilli())
 	if err != nil {
+		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("recover database: %w", err)
 	}
@@ -90,6 +103,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	fs, err := files.New(cfg.StoragePath, cfg.Files, log.With("service", "file-storage"))
 	if err != nil {
+		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
@@ -109,7 +123,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
-		Addr:            net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		Addr:            addr,
+		Listener:        ln,
 		APIKey:          cfg.APIKey,
 		WorkerKey:       cfg.WorkerKey,
 		BaseImageID:     cfg.BaseImageID,
@@ -136,6 +151,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	tree := supervisor.New(log, services, supervisor.Options{FailureBackoff: cfg.FailureBackoff})
 	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Webhooks: hooks,
 		Tree: tree}, nil
+}
+
+// listen binds the API port. Its errors say what to do; a port that is
+// not allowed (below 1024 without the privilege) is a configuration error,
+// while a port in use or an address not (yet) on this machine may mend
+// with a restart (docs/TROUBLESHOOTING.md).
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cannot listen on %s: address already in use (another controller running? choose another --port)", addr)
+	case errors.Is(err, syscall.EACCES):
+		return nil, configError{fmt.Sprintf("cannot listen on %s: permission denied (ports below 1024 need privileges: "+
+			"choose --port 1024 or above, behind a proxy)", addr)}
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, fmt.Errorf("cannot listen on %s: address not available (--host must be an address of this machine, or 0.0.0.0)", addr)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err // without "listen tcp <addr>:"
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
+	return nil, fmt.Errorf("cannot listen on %s: %v (check --host and --port)", addr, err)
 }
 
 // Run serves until ctx ends, then shuts down in order: the HTTP server stops

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/actors/webhooks"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+	"github.com/expo-free-agent/controller/cmd/internal/usage"
 	"github.com/expo-free-agent/controller/store/domain"
 
 	"github.com/expo-free-agent/controller/httpapi"
@@ -39,6 +41,7 @@ type Config struct {
 	DBPath         string
 	StoragePath    string
 	APIKey         string
+	APIKeyFrom     string // where APIKey came from: "--api-key" or "CONTROLLER_API_KEY"; "" when set otherwise
 	WorkerKey      string // optional: opens only the worker routes
 	BaseImageID    string
 	BaseImageV2    string
@@ -161,11 +164,10 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			lists[name] = append(lists[name], v)
 			return nil
 		}
-		usage := fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)
 		if boolFlags[name] {
-			fs.BoolFunc(name, usage, record)
+			fs.BoolFunc(name, s.help, record)
 		} else {
-			fs.Func(name, usage, record)
+			fs.Func(name, s.help, record)
 		}
 	}
 	fs.Func("p", "listen port (same as --port)", func(v string) error { given["port"] = v; return nil })
@@ -173,8 +175,13 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n"+
 			"Each setting comes from its flag, else its environment variable, else the default.\n"+
-			"Sizes take KiB/MiB/GiB suffixes; durations use Go syntax (90s, 5m).\n\nFlags:\n")
-		fs.PrintDefaults()
+			"Sizes need a unit: B, KiB, MiB or GiB (500MiB; a bare 500 is refused). Durations use Go syntax (90s, 5m).\n"+
+			"Switches take true or false (--metrics-public alone is true).\n\nFlags:\n")
+		lines := make([]usage.Flag, len(settings))
+		for i, s := range settings {
+			lines[i] = usage.Flag{Name: s.flag, Help: s.help, Env: s.env, Default: s.def}
+		}
+		usage.Print(stderr, lines)
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -214,9 +221,14 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	if port != "" {
 		p, err := strconv.Atoi(port)
 		if err != nil || p < 0 || p > 65535 {
-			return cfg, &UsageError{fmt.Sprintf("invalid --port %q", port)}
+			return cfg, &UsageError{fmt.Sprintf("invalid --port %q: must be a number from 0 to 65535 (0: any free port)", port)}
 		}
 		cfg.Port = p
+	}
+	if _, flagged := given["api-key"]; cfg.APIKey != "" && flagged {
+		cfg.APIKeyFrom = "--api-key"
+	} else if cfg.APIKey != "" {
+		cfg.APIKeyFrom = "CONTROLLER_API_KEY"
 	}
 	return cfg, nil
 }
@@ -284,36 +296,36 @@ func sizeSetter(dst *int64) func(string) error {
 func durationSetter(dst *time.Duration) func(string) error {
 	return func(v string) error {
 		d, err := time.ParseDuration(v)
-		if err == nil && d <= 0 {
-			err = errors.New("must be positive")
+		switch {
+		case err != nil:
+			return errors.New("must be a duration with a unit, e.g. 90s, 5m or 1h")
+		case d <= 0:
+			return errors.New("must be positive")
 		}
-		if err == nil {
-			*dst = d
-		}
-		return err
+		*dst = d
+		return nil
 	}
 }
 
 func intSetter(dst *int) func(string) error {
 	return func(v string) error {
 		n, err := strconv.Atoi(v)
-		if err == nil && n < 1 {
-			err = errors.New("must be at least 1")
+		if err != nil || n < 1 {
+			return errors.New("must be a whole number, at least 1")
 		}
-		if err == nil {
-			*dst = n
-		}
-		return err
+		*dst = n
+		return nil
 	}
 }
 
 func boolSetter(dst *bool) func(string) error {
 	return func(v string) error {
 		b, err := strconv.ParseBool(v)
-		if err == nil {
-			*dst = b
+		if err != nil {
+			return errors.New("must be true or false (or 1 or 0)")
 		}
-		return err
+		*dst = b
+		return nil
 	}
 }
 
@@ -329,8 +341,9 @@ func choiceSetter(dst *string, choices ...string) func(string) error {
 	}
 }
 
-// ParseSize reads a byte size: a positive number with an optional B, KiB,
-// MiB, GiB (or KB, MB, GB, K, M, G, all binary) suffix.
+// ParseSize reads a byte size: a positive number with a B, KiB, MiB or GiB
+// (or KB, MB, GB, K, M, G, all binary) unit. A bare number is refused: 500
+// meant as megabytes would be 500 bytes and refuse every upload.
 func ParseSize(s string) (int64, error) {
 	n, err := bytesize.Parse(s)
 	if err == nil && n <= 0 {
@@ -354,6 +367,16 @@ type configError struct{ msg string }
 func (e configError) Error() string        { return e.msg }
 func (e configError) Is(target error) bool { return target == ErrConfig }
 
+// why is the reason a file operation failed, without the operation and the
+// path ("permission denied").
+func why(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
 // ResolveAPIKey settles the admin key: the configured one, else the trimmed
 // contents of <db dir>/api-key, else a new 43-character key written there
 // with mode 0600 and printed once to out. It says on out where the key came
@@ -363,7 +386,14 @@ func (e configError) Is(target error) bool { return target == ErrConfig }
 func ResolveAPIKey(cfg *Config, out io.Writer) (warnings []string, err error) {
 	path := filepath.Join(filepath.Dir(cfg.DBPath), "api-key")
 	if cfg.APIKey != "" {
-		fmt.Fprintln(out, "API key from --api-key or CONTROLLER_API_KEY")
+		switch cfg.APIKeyFrom {
+		case "--api-key":
+			fmt.Fprintln(out, "API key from the --api-key flag")
+		case "CONTROLLER_API_KEY":
+			fmt.Fprintln(out, "API key from the environment (CONTROLLER_API_KEY)")
+		default:
+			fmt.Fprintln(out, "API key from the configuration")
+		}
 		if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != cfg.APIKey {
 			warnings = append(warnings, fmt.Sprintf("%s holds a different key than the configured one and is not used; "+
 				"clients that read it get 403 Invalid API key: delete it or put the configured key in it", path))
@@ -381,15 +411,16 @@ func ResolveAPIKey(cfg *Config, out io.Writer) (warnings []string, err error) {
 				return nil, err
 			}
 			cfg.APIKey = base64.RawURLEncoding.EncodeToString(raw[:])
-			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-				return nil, fmt.Errorf("create data directory: %w", err)
+			if err := store.PrepareDir(cfg.DBPath); err != nil {
+				return nil, err
 			}
 			if err := os.WriteFile(path, []byte(cfg.APIKey+"\n"), 0o600); err != nil {
-				return nil, fmt.Errorf("save generated API key: %w", err)
+				return nil, configError{fmt.Sprintf("cannot save the generated API key to %s: %s", path, why(err))}
 			}
 			fmt.Fprintf(out, "Generated API key (saved to %s; shown only this once):\n\n    %s\n\n", path, cfg.APIKey)
 		default:
-			return nil, fmt.Errorf("read API key file: %w", err)
+			return nil, configError{fmt.Sprintf("cannot read the API key file %s: %s (make it readable for the "+
+				"controller's user, or give the key with --api-key or CONTROLLER_API_KEY)", path, why(err))}
 		}
 	}
 	if len(cfg.APIKey) < MinAPIKeyLength {

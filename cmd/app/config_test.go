@@ -85,6 +85,13 @@ func TestParseArgsErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrHelp)
 	require.Contains(t, out.String(), "Usage: controller [start] [flags]")
 	require.Contains(t, out.String(), "CONTROLLER_MAX_RESULT_SIZE")
+	// One line per setting: the flag, its help, its variable and default
+	// (sizes with their unit).
+	require.Regexp(t, `(?m)^  --max-source-size +largest source upload \(env CONTROLLER_MAX_SOURCE_SIZE, default 500MiB\)$`, out.String())
+	require.Regexp(t, `(?m)^  --build-timeout +no liveness for this long requeues a build \(env CONTROLLER_BUILD_TIMEOUT, default 300s\)$`, out.String())
+	require.Regexp(t, `(?m)^  --api-key +admin API key .*\(env CONTROLLER_API_KEY\)$`, out.String())
+	require.Equal(t, strings.Count(out.String(), "\n  --"), strings.Count(out.String(), " (env "), "every flag names its variable")
+	require.Greater(t, strings.Count(out.String(), "\n  --"), 20)
 }
 
 // TestParseArgsVersion: --version wins over any other setting, however
@@ -105,15 +112,45 @@ func TestParseArgsVersion(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int64{"1": 1, "500MiB": 500 << 20, "50 MiB": 50 << 20, "1GiB": 1 << 30,
+	for in, want := range map[string]int64{"1B": 1, "500MiB": 500 << 20, "50 MiB": 50 << 20, "1GiB": 1 << 30,
 		"64KiB": 64 << 10, "2g": 2 << 30, "10mb": 10 << 20, "7B": 7} {
 		got, err := ParseSize(in)
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "MiB", "-1", "0", "1.5GiB", "1TiB", "99999999999999999999"} {
+	for _, in := range []string{"", "MiB", "-1", "0", "0MiB", "500", "1.5GiB", "1TiB", "99999999999999999999"} {
 		_, err := ParseSize(in)
 		require.Error(t, err, in)
+	}
+}
+
+// TestParseArgsErrorMessages: every kind of setting says what it accepts,
+// never a Go parser's text (strconv.ParseBool: parsing …).
+func TestParseArgsErrorMessages(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		err  string
+	}{
+		{[]string{"--max-source-size", "500"}, nil, `invalid --max-source-size "500": 500 needs a unit: 500B for bytes, or 500KiB, 500MiB, 500GiB`},
+		{nil, map[string]string{"CONTROLLER_MAX_RESULT_SIZE": "2048"}, `invalid --max-result-size "2048": 2048 needs a unit: 2048B for bytes, or 2048KiB, 2048MiB, 2048GiB`},
+		{[]string{"--max-certs-size", "0"}, nil, `invalid --max-certs-size "0": size must be positive`},
+		{[]string{"--max-certs-size", "5TB"}, nil, `invalid --max-certs-size "5TB": unknown size suffix "TB"`},
+		{[]string{"--metrics-public=yes"}, nil, `invalid --metrics-public "yes": must be true or false (or 1 or 0)`},
+		{nil, map[string]string{"CONTROLLER_METRICS_PUBLIC": "on"}, `invalid --metrics-public "on": must be true or false (or 1 or 0)`},
+		{[]string{"--build-timeout", "300"}, nil, `invalid --build-timeout "300": must be a duration with a unit, e.g. 90s, 5m or 1h`},
+		{[]string{"--otp-ttl", "-1s"}, nil, `invalid --otp-ttl "-1s": must be positive`},
+		{[]string{"--max-attempts", "three"}, nil, `invalid --max-attempts "three": must be a whole number, at least 1`},
+		{[]string{"--max-waiters", "0"}, nil, `invalid --max-waiters "0": must be a whole number, at least 1`},
+		{[]string{"--log-format", "xml"}, nil, `invalid --log-format "xml": must be one of text, json`},
+		{[]string{"--port", "http"}, nil, `invalid --port "http": must be a number from 0 to 65535 (0: any free port)`},
+		{[]string{"--webhook-url", "hooks.example"}, nil, `invalid --webhook-url "hooks.example": must be an absolute http or https URL`},
+	} {
+		_, err := ParseArgs(tc.args, env(tc.env), &bytes.Buffer{})
+		var ue *UsageError
+		require.ErrorAs(t, err, &ue, "%v %v", tc.args, tc.env)
+		require.EqualError(t, err, tc.err)
 	}
 }
 
@@ -142,6 +179,46 @@ func TestResolveAPIKey(t *testing.T) {
 		require.Equal(t, cfg.APIKey, again.APIKey)
 		require.NotContains(t, out.String(), cfg.APIKey, "later starts only name the file")
 		require.Contains(t, out.String(), "api-key")
+	})
+	t.Run("SaysWhereTheKeyCameFrom", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		db := filepath.Join(dir, "controller.db")
+		for _, tc := range []struct {
+			name string
+			args []string
+			env  map[string]string
+			out  string
+		}{
+			{"Flag", []string{"--api-key", "flag-key-0123456789"}, map[string]string{"CONTROLLER_API_KEY": "env-key-0123456789"},
+				"API key from the --api-key flag\n"},
+			{"Environment", nil, map[string]string{"CONTROLLER_API_KEY": "env-key-0123456789"},
+				"API key from the environment (CONTROLLER_API_KEY)\n"},
+			{"Generated", nil, nil, "Generated API key (saved to " + filepath.Join(dir, "api-key") + "; shown only this once):\n\n    "},
+			{"File", nil, nil, "API key read from " + filepath.Join(dir, "api-key") + "\n"}, // the one just generated
+		} {
+			cfg, err := ParseArgs(append([]string{"--db", db}, tc.args...), env(tc.env), &bytes.Buffer{})
+			require.NoError(t, err, tc.name)
+			var out bytes.Buffer
+			_, err = ResolveAPIKey(&cfg, &out)
+			require.NoError(t, err, tc.name)
+			if tc.name == "Generated" {
+				require.Equal(t, tc.out+cfg.APIKey+"\n\n", out.String(), tc.name)
+			} else {
+				require.Equal(t, tc.out, out.String(), tc.name)
+			}
+		}
+	})
+	t.Run("UnreadableKeyFile", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		require.NoError(t, os.Mkdir(filepath.Join(dir, "api-key"), 0o700)) // a directory cannot be read as a file
+		cfg := Defaults()
+		cfg.DBPath = filepath.Join(dir, "controller.db")
+		_, err := ResolveAPIKey(&cfg, &bytes.Buffer{})
+		require.ErrorIs(t, err, ErrConfig, "exit status 2")
+		require.EqualError(t, err, "cannot read the API key file "+filepath.Join(dir, "api-key")+": is a directory "+
+			"(make it readable for the controller's user, or give the key with --api-key or CONTROLLER_API_KEY)")
 	})
 	t.Run("FileIsTrimmed", func(t *testing.T) {
 		t.Parallel()
@@ -174,7 +251,7 @@ func TestResolveAPIKey(t *testing.T) {
 		warn, err := ResolveAPIKey(&cfg, &out)
 		require.NoError(t, err)
 		require.Equal(t, "configured-key-0123456789", cfg.APIKey, "the configured key wins")
-		require.Contains(t, out.String(), "API key from --api-key or CONTROLLER_API_KEY")
+		require.Equal(t, "API key from the configuration\n", out.String())
 		require.Len(t, warn, 1)
 		require.Contains(t, warn[0], file+" holds a different key than the configured one")
 		require.NotContains(t, warn[0], "generated-key", "the warning does not print keys")

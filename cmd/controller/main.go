@@ -81,11 +81,13 @@ func serve(args []string) int {
 }
 
 // exitStatus is 2 for a mistake that retrying cannot mend — the
-// configuration, or a database file that is not this controller's — so that
-// a service manager stops restarting (RestartPreventExitStatus=2), and 1 for
-// the rest (a port still taken, a full disk), which a restart may mend.
+// configuration, a database file that is not this controller's, a database
+// directory the controller may not write — so that a service manager stops
+// restarting (RestartPreventExitStatus=2), and 1 for the rest (a port still
+// taken, a full disk), which a restart may mend.
 func exitStatus(err error) int {
-	if errors.Is(err, app.ErrConfig) || errors.Is(err, store.ErrNotADatabase) || errors.Is(err, store.ErrForeignDatabase) {
+	if errors.Is(err, app.ErrConfig) || errors.Is(err, store.ErrNotADatabase) || errors.Is(err, store.ErrForeignDatabase) ||
+		errors.Is(err, store.ErrUnwritable) {
 		return 2
 	}
 	return 1

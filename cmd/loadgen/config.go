@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+	"github.com/expo-free-agent/controller/cmd/internal/usage"
 )
 
 // Config is everything a scenario needs: where the controller is, how hard
@@ -92,7 +92,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.SetOutput(stderr)
 	scenario := "all"
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL")
-	fs.StringVar(&cfg.APIKey, "api-key", getenv("CONTROLLER_API_KEY"), "admin API key (env CONTROLLER_API_KEY)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "admin API key") // the environment's is read after Parse: --help must not print it
 	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, reads, all, or a comma-separated list")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle, logs and logstream run, and longpoll submits")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "idle: polling workers (one goroutine each)")
@@ -100,9 +100,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&cfg.Builds, "builds", cfg.Builds, "dispatch: builds to submit")
 	fs.IntVar(&cfg.Submitters, "submitters", cfg.Submitters, "dispatch: goroutines submitting builds")
 	fs.DurationVar(&cfg.IdlePause, "idle-pause", cfg.IdlePause, "dispatch: pause of a worker after an empty poll")
-	sizeFlag(fs, &cfg.ResultSize, "result-size", "dispatch: result uploaded per build (KiB/MiB/GiB suffixes)")
-	sizeFlag(fs, &cfg.Size, "size", "transfer: source and result size (KiB/MiB/GiB suffixes)")
-	fs.IntVar(&cfg.PID, "pid", 0, "controller pid: sample /proc/<pid>/status VmRSS every 50ms")
+	sizeFlag(fs, &cfg.ResultSize, "result-size", "dispatch: result uploaded per build")
+	sizeFlag(fs, &cfg.Size, "size", "transfer: source and result size")
+	fs.IntVar(&cfg.PID, "pid", 0, "controller pid: sample /proc/<pid>/status VmRSS every 50ms (0: none)")
 	fs.IntVar(&cfg.LogBatch, "log-batch", cfg.LogBatch, "logs: lines per POST")
 	fs.IntVar(&cfg.LogWorkers, "log-workers", cfg.LogWorkers, "logs: workers posting logs (one build each)")
 	fs.DurationVar(&cfg.Wait, "wait", cfg.Wait, "longpoll: ?wait= of every poll (whole seconds, 1s to 50s)")
@@ -120,14 +120,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion,\n"+
 			"long-poll dispatch and idle held polls, live log streams.\n"+
-			"Figures go to stdout as `figure name=value unit` lines, a summary to stderr.\n\nFlags:\n")
-		fs.PrintDefaults()
+			"Figures go to stdout as `figure name=value unit` lines, a summary to stderr.\n"+
+			"Sizes need a unit: B, KiB, MiB or GiB (4KiB; a bare 4096 is refused). Durations use Go syntax (500ms, 10s).\n\nFlags:\n")
+		usage.Print(stderr, usage.FromFlagSet(fs, map[string]string{"api-key": "CONTROLLER_API_KEY"}))
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
 	}
 	if *showVersion {
 		return cfg, nil, errVersion
+	}
+	if cfg.APIKey == "" {
+		cfg.APIKey = getenv("CONTROLLER_API_KEY")
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -236,25 +240,9 @@ func (s sizeValue) Set(v string) error {
 
 func sizeFlag(fs *flag.FlagSet, p *int64, name, usage string) { fs.Var(sizeValue{p}, name, usage) }
 
-// parseSize reads a byte count with an optional binary suffix: B, K/KB/KiB,
-// M/MB/MiB, G/GB/GiB (all powers of 1024, as the controller's own flags).
-func parseSize(s string) (int64, error) {
-	n, err := bytesize.Parse(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q: %w", s, err)
-	}
-	return n, nil
-}
+// parseSize reads a byte count with a binary unit: B, K/KB/KiB, M/MB/MiB,
+// G/GB/GiB (all powers of 1024, as the controller's own flags).
+func parseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
-// formatSize prints a byte count with the largest exact binary suffix.
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return strconv.FormatInt(n>>30, 10) + "GiB"
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
-	}
-	return strconv.FormatInt(n, 10) + "B"
-}
+// formatSize prints a byte count with the largest exact binary unit.
+func formatSize(n int64) string { return bytesize.Format(n) }

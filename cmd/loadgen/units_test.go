@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -276,6 +277,14 @@ func TestParseConfig(t *testing.T) {
 		}
 		return ""
 	}
+	t.Run("HelpDoesNotPrintTheKey", func(t *testing.T) {
+		var out strings.Builder
+		_, _, err := parseConfig([]string{"-h"}, env, &out)
+		require.ErrorIs(t, err, flag.ErrHelp)
+		require.NotContains(t, out.String(), "env-key-0123456789abcdef")
+		require.Regexp(t, `(?m)^  --api-key +admin API key \(env CONTROLLER_API_KEY\)$`, out.String())
+		require.Regexp(t, `(?m)^  --size +transfer: source and result size \(default 1GiB\)$`, out.String())
+	})
 	t.Run("Defaults", func(t *testing.T) {
 		cfg, sc, err := parseConfig(nil, env, io.Discard)
 		require.NoError(t, err)
@@ -362,12 +371,12 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int64{"1": 1, "4KiB": 4 << 10, "4k": 4 << 10, "500MiB": 500 << 20, "1GiB": 1 << 30, "2G": 2 << 30, "7B": 7} {
+	for in, want := range map[string]int64{"1B": 1, "4KiB": 4 << 10, "4k": 4 << 10, "500MiB": 500 << 20, "1GiB": 1 << 30, "2G": 2 << 30, "7B": 7} {
 		n, err := parseSize(in)
 		require.NoError(t, err, in)
 		require.Equal(t, want, n, in)
 	}
-	for _, in := range []string{"", "MiB", "1.5GiB", "-1", "3TiB"} {
+	for _, in := range []string{"", "1", "4096", "MiB", "1.5GiB", "-1", "3TiB"} {
 		_, err := parseSize(in)
 		require.Error(t, err, in)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+	"github.com/expo-free-agent/controller/cmd/internal/usage"
 )
 
 // DefaultAPIKey is the development key the TypeScript mock worker defaults
@@ -159,15 +160,11 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	given := map[string]string{}
 	for _, s := range settings {
 		name := s.flag
-		help := fmt.Sprintf("%s\n[env %s, default %s]", s.help, s.env, s.def)
-		if s.def == "" {
-			help = fmt.Sprintf("%s\n[env %s]", s.help, s.env)
-		}
 		record := func(v string) error { given[name] = v; return nil }
 		if s.isBool {
-			fs.BoolFunc(name, help, record)
+			fs.BoolFunc(name, s.help, record)
 		} else {
-			fs.Func(name, help, record)
+			fs.Func(name, s.help, record)
 		}
 	}
 	showVersion := fs.Bool("version", false, "print the version and revision and exit")
@@ -181,11 +178,17 @@ macOS worker does on the wire. With --protocol v2 it plays the newer macOS
 host and its build VM (worker token, one-time password, VM token).
 
 Each setting comes from its flag, else its environment variable, else the
-default. Durations use Go syntax (500ms, 5s, 2m).
+default. Sizes need a unit: B, KiB, MiB or GiB (2048B, 1MiB; a bare 2048 is
+refused). Durations use Go syntax (500ms, 5s, 2m). Switches take true or
+false (--once alone is true).
 
 Flags:
 `)
-		fs.PrintDefaults()
+		lines := make([]usage.Flag, len(settings))
+		for i, s := range settings {
+			lines[i] = usage.Flag{Name: s.flag, Help: s.help, Env: s.env, Default: s.def}
+		}
+		usage.Print(stderr, lines)
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -274,7 +277,7 @@ func durationSetter(dst *time.Duration) func(string) error {
 	return func(v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return err
+			return errors.New("must be a duration with a unit, e.g. 500ms, 5s or 2m")
 		}
 		if d <= 0 {
 			return errors.New("must be positive")
@@ -319,8 +322,8 @@ func parseWait(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// parseSize reads a byte count: a whole number with an optional binary
-// suffix (B, K/KB/KiB, M/MB/MiB, G/GB/GiB). Zero is refused: the controller
+// parseSize reads a byte count: a whole number with a binary unit (B,
+// K/KB/KiB, M/MB/MiB, G/GB/GiB). Zero is refused: the controller
 // treats an empty result file as no file.
 func parseSize(s string) (int64, error) {
 	n, err := bytesize.Parse(s)

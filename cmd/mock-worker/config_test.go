@@ -85,7 +85,7 @@ func TestParseArgs(t *testing.T) {
 			"MOCK_WORKER_HEARTBEAT_INTERVAL": "20ms",
 			"MOCK_WORKER_BUILD_TIME":         "1m",
 			"MOCK_WORKER_FAIL_RATE":          "1",
-			"MOCK_WORKER_RESULT_SIZE":        "2048",
+			"MOCK_WORKER_RESULT_SIZE":        "2048B",
 			"MOCK_WORKER_ONCE":               "true",
 			"MOCK_WORKER_MAX_BUILDS":         "7",
 			"MOCK_WORKER_LOG_BATCH":          "1",
@@ -126,6 +126,8 @@ func TestParseArgs(t *testing.T) {
 		for _, name := range []string{"-url", "CONTROLLER_URL", "CONTROLLER_API_KEY", "-fail-rate", "-once", "-max-builds", "-state-file", "-wait", "MOCK_WORKER_WAIT"} {
 			require.Contains(t, out.String(), name)
 		}
+		require.Regexp(t, `(?m)^  --result-size +size of the fake result file \(B, KiB, MiB, GiB\) \(env MOCK_WORKER_RESULT_SIZE, default 1MiB\)$`, out.String())
+		require.Regexp(t, `(?m)^  --url +controller base URL \(env CONTROLLER_URL, default http://localhost:3000\)$`, out.String(), "one line per flag, argument names unquoted")
 	})
 
 	bad := []struct {
@@ -141,6 +143,7 @@ func TestParseArgs(t *testing.T) {
 		{"FailRateTooHigh", []string{"--fail-rate", "1.5"}, nil},
 		{"ZeroResultSize", []string{"--result-size", "0"}, nil},
 		{"BadSizeSuffix", []string{"--result-size", "3XB"}, nil},
+		{"BareSize", []string{"--result-size", "2048"}, nil},
 		{"NegativeMaxBuilds", []string{"--max-builds", "-1"}, nil},
 		{"ZeroLogBatch", []string{"--log-batch", "0"}, nil},
 		{"WaitNotWholeSeconds", []string{"--wait", "1500ms"}, nil},
@@ -185,12 +188,12 @@ func TestParseWait(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int64{"1": 1, "10B": 10, "3k": 3 << 10, "1KiB": 1 << 10, "2 MiB": 2 << 20, "1mb": 1 << 20, "1GiB": 1 << 30} {
+	for in, want := range map[string]int64{"1B": 1, "10B": 10, "3k": 3 << 10, "1KiB": 1 << 10, "2 MiB": 2 << 20, "1mb": 1 << 20, "1GiB": 1 << 30} {
 		got, err := parseSize(in)
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "MiB", "-1", "0", "1.5MiB", "2TiB", "9999999GiB"} {
+	for _, in := range []string{"", "1", "2048", "MiB", "-1", "0", "1.5MiB", "2TiB", "9999999GiB"} {
 		_, err := parseSize(in)
 		require.Error(t, err, in)
 	}
