@@ -15,7 +15,7 @@ import (
 )
 
 // helpSetting is how --help names a setting's variable and its default.
-var helpSetting = regexp.MustCompile(`\(env (\w+), default "([^"]*)"\)`)
+var helpSetting = regexp.MustCompile(`\(env (\w+)(?:, default ([^)]*))?\)`)
 
 // TestDeployEnvExample keeps deploy/controller.env.example true to the
 // code: it names every setting the controller reads from its environment

@@ -177,10 +177,11 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			"Each setting comes from its flag, else its environment variable, else the default.\n"+
 			"Sizes need a unit: B, KiB, MiB or GiB (500MiB; a bare 500 is refused). Durations use Go syntax (90s, 5m).\n"+
 			"Switches take true or false (--metrics-public alone is true).\n\nFlags:\n")
-		lines := make([]usage.Flag, len(settings))
-		for i, s := range settings {
-			lines[i] = usage.Flag{Name: s.flag, Help: s.help, Env: s.env, Default: s.def}
+		lines := make([]usage.Flag, 0, len(settings)+1)
+		for _, s := range settings {
+			lines = append(lines, usage.Flag{Name: s.flag, Help: s.help, Env: s.env, Default: s.def})
 		}
+		lines = append(lines, usage.Flag{Name: "version", Help: "print the version and revision and exit (same as: controller version)"})
 		usage.Print(stderr, lines)
 	}
 	if err := fs.Parse(args); err != nil {

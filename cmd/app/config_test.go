@@ -90,7 +90,9 @@ func TestParseArgsErrors(t *testing.T) {
 	require.Regexp(t, `(?m)^  --max-source-size +largest source upload \(env CONTROLLER_MAX_SOURCE_SIZE, default 500MiB\)$`, out.String())
 	require.Regexp(t, `(?m)^  --build-timeout +no liveness for this long requeues a build \(env CONTROLLER_BUILD_TIMEOUT, default 300s\)$`, out.String())
 	require.Regexp(t, `(?m)^  --api-key +admin API key .*\(env CONTROLLER_API_KEY\)$`, out.String())
-	require.Equal(t, strings.Count(out.String(), "\n  --"), strings.Count(out.String(), " (env "), "every flag names its variable")
+	require.Equal(t, strings.Count(out.String(), "\n  --")-1, strings.Count(out.String(), " (env "),
+		"every setting names its variable (--version is no setting)")
+	require.Regexp(t, `(?m)^  --version +print the version and revision and exit`, out.String())
 	require.Greater(t, strings.Count(out.String(), "\n  --"), 20)
 }
 
