@@ -128,18 +128,24 @@ func waitParam(c echo.Context) (time.Duration, error) {
 }
 
 // deliver is the answer for a job: its URLs, base image and a fresh OTP of
-// the assignment. A build the worker lost in between is no job (nil).
+// the assignment — minted and stored with the assignment itself by the
+// queue manager (queue.Config.OTPTTL), or here for a re-delivery. A build
+// the worker lost in between is no job (nil).
 func (s *Server) deliver(c echo.Context, job *queue.Job, workerID string, tokenPoll bool) (*jobJSON, error) {
-	otp, grant, err := s.newGrant(s.cfg.OTPTTL)
-	if err != nil {
-		return nil, err
-	}
-	err = s.store.IssueOTP(c.Request().Context(), job.BuildID, workerID, grant)
-	if errors.Is(err, store.ErrNotAssignee) || errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
+	otp := job.OTP
+	if otp == "" {
+		var grant store.TokenGrant
+		var err error
+		if otp, grant, err = s.newGrant(s.cfg.OTPTTL); err != nil {
+			return nil, err
+		}
+		err = s.store.IssueOTP(c.Request().Context(), job.BuildID, workerID, grant)
+		if errors.Is(err, store.ErrNotAssignee) || errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	out := &jobJSON{ID: job.BuildID, Platform: job.Platform, SourceURL: "/api/builds/" + job.BuildID + "/source",
 		BaseImageID: s.cfg.BaseImageID, OTP: otp}

@@ -15,6 +15,17 @@ import (
 // ErrWorkerNotFound, or ErrConflict when the build is not pending or the worker
 // already holds a build.
 func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now int64) error {
+	return s.assign(ctx, buildID, workerID, now, nil)
+}
+
+// AssignBuildWithOTP is AssignBuild that also stores otp, the one-time
+// password of the new assignment's first delivery (docs/API.md §4.13), in
+// the same transaction: a job then costs one durable write, not two.
+func (s *Store) AssignBuildWithOTP(ctx context.Context, buildID, workerID string, now int64, otp TokenGrant) error {
+	return s.assign(ctx, buildID, workerID, now, &otp)
+}
+
+func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64, otp *TokenGrant) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "assign build", func(tx *sql.Tx) error {
@@ -47,6 +58,12 @@ func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now i
 		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
 			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
 			return err
+		}
+		if otp != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO assignment_tokens (digest, build_id, assignment, kind, expires_at)
+				SELECT ?, id, assignment, 'otp', ? FROM builds WHERE id = ?`, otp.Digest, otp.ExpiresAt, buildID); err != nil {
+				return err
+			}
 		}
 		return appendLog(ctx, tx, buildID, now, domain.LevelInfo, "Assigned to worker "+name)
 	})

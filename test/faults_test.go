@@ -120,6 +120,16 @@ func (s *faultStore) AssignBuild(ctx context.Context, buildID, workerID string, 
 	return s.Store.AssignBuild(ctx, buildID, workerID, now)
 }
 
+func (s *faultStore) AssignBuildWithOTP(ctx context.Context, buildID, workerID string, now int64, otp store.TokenGrant) error {
+	if s.panicAssign.Add(-1) == 0 {
+		panic("injected panic in the queue manager")
+	}
+	if s.failWrites.Load() {
+		return errInjected
+	}
+	return s.Store.AssignBuildWithOTP(ctx, buildID, workerID, now, otp)
+}
+
 func (s *faultStore) FinishBuild(ctx context.Context, f store.Finish) error {
 	if s.failWrites.Load() {
 		return errInjected

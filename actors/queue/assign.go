@@ -14,6 +14,9 @@ type Job struct {
 	BuildID  string
 	Platform domain.Platform
 	HasCerts bool
+	// OTP is the one-time password minted with this assignment (Config.OTPTTL),
+	// already stored; "" for a re-delivery, whose caller issues a fresh one.
+	OTP string
 }
 
 func jobOf(rb *runningBuild) *Job {
@@ -58,7 +61,7 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 			i++
 			continue
 		}
-		err := m.store.AssignBuild(ctx, b.id, w.id, now)
+		otp, err := m.assignBuild(ctx, b.id, w.id, now)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			// A build cancelled between its commit and its queueing is no
 			// longer pending: drop it and look further. Any other disagreement
@@ -82,9 +85,26 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 		m.assignments.Add(1)
 		m.cfg.Observer.Assigned(b.platform, millis(now-b.submittedAt))
 		m.log.Info("build assigned", "build_id", b.id, "worker", w.name)
-		return jobOf(rb), nil
+		job := jobOf(rb)
+		job.OTP = otp
+		return job, nil
 	}
 	return nil, nil
+}
+
+// assignBuild commits the assignment, with its job's one-time password when
+// Config.OTPTTL is set (then returned in the clear; only its digest is
+// stored).
+func (m *Manager) assignBuild(ctx context.Context, buildID, workerID string, now int64) (string, error) {
+	if m.cfg.OTPTTL <= 0 {
+		return "", m.store.AssignBuild(ctx, buildID, workerID, now)
+	}
+	otp, digest, err := domain.NewToken()
+	if err != nil {
+		return "", err
+	}
+	grant := store.TokenGrant{Digest: digest, ExpiresAt: now + m.cfg.OTPTTL.Milliseconds()}
+	return otp, m.store.AssignBuildWithOTP(ctx, buildID, workerID, now, grant)
 }
 
 // Seen records that a worker made an accepted request. Unknown ids are

@@ -54,6 +54,7 @@ type Store interface {
 	CreateBuild(ctx context.Context, nb store.NewBuild) error
 	CountRetries(ctx context.Context, rootID string) (int, error)
 	AssignBuild(ctx context.Context, buildID, workerID string, now int64) error
+	AssignBuildWithOTP(ctx context.Context, buildID, workerID string, now int64, otp store.TokenGrant) error
 	CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error)
 	FinishBuild(ctx context.Context, f store.Finish) error
 	TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (domain.TimeoutOutcome, error)
@@ -79,6 +80,10 @@ type Config struct {
 	MaxWaiters  int           // polls held at once (DefaultMaxWaiters)
 	// Observer is told of assignments and finishes (metrics); nil: nobody.
 	Observer Observer
+	// OTPTTL, when set, makes each assignment mint its job's one-time
+	// password (Job.OTP), valid this long, and store it in the assignment's
+	// own transaction; 0 leaves every OTP to the caller (store.IssueOTP).
+	OTPTTL time.Duration
 }
 
 // Observer receives timings of builds as the manager commits them. It is

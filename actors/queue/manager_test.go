@@ -677,3 +677,31 @@ func TestRetry(t *testing.T) {
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 }
+
+// TestAssignmentMintsItsOTP: with Config.OTPTTL, the job of a new
+// assignment carries its one-time password, stored with the assignment and
+// redeemable for a VM token; a re-delivery carries none (its caller issues
+// one), and a manager without OTPTTL mints none.
+func TestAssignmentMintsItsOTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(Config{OTPTTL: 10 * time.Minute}))
+	id := b.submit(t, domain.PlatformIOS)
+	w := b.worker(t, "w", "{}")
+	job, err := b.q.Poll(t.Context(), w)
+	require.NoError(t, err)
+	require.Equal(t, id, job.BuildID)
+	require.NotEmpty(t, job.OTP)
+	vm := store.TokenGrant{Digest: domain.Digest("vm"), ExpiresAt: t0.Add(time.Hour).UnixMilli()}
+	require.NoError(t, b.st.RedeemOTP(t.Context(), id, domain.Digest(job.OTP), vm, t0.UnixMilli()+1))
+
+	again, err := b.q.Poll(t.Context(), w)
+	require.NoError(t, err)
+	require.Equal(t, id, again.BuildID, "re-delivered")
+	require.Empty(t, again.OTP)
+
+	plain := setup(t)
+	plain.submit(t, domain.PlatformIOS)
+	job, err = plain.q.Poll(t.Context(), plain.worker(t, "w", "{}"))
+	require.NoError(t, err)
+	require.Empty(t, job.OTP)
+}

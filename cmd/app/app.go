@@ -119,7 +119,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	builds := httpapi.NewBuildObserver() // build timings, served on /metrics
 	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
-		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters, Observer: builds})
+		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters, Observer: builds,
+			OTPTTL: cfg.OTPTTL})
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
