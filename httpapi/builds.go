@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -39,7 +41,7 @@ func toSubmittedJSON(out queue.Submitted) submittedJSON {
 func (s *Server) submit(c echo.Context) error {
 	f, err := s.readForm(c, formSpec{
 		limit:  s.cfg.MaxSourceSize + s.cfg.MaxCertsSize + 1<<20,
-		fields: []string{"platform"}, // profile, appleId, applePassword and the rest are dropped
+		fields: []string{"platform", "label"}, // profile, appleId, applePassword and the rest are dropped
 		files: map[string]fileSpec{
 			"source": {kind: files.KindSource, limit: s.cfg.MaxSourceSize, tooLarge: msgSourceTooLarge},
 			"certs":  {kind: files.KindCerts, limit: s.cfg.MaxCertsSize, tooLarge: msgCertsTooLarge},
@@ -56,12 +58,39 @@ func (s *Server) submit(c echo.Context) error {
 	if !ok {
 		return fail(http.StatusBadRequest, msgInvalidPlatform)
 	}
+	label, ok := buildLabel(f.text["label"])
+	if !ok {
+		return fail(http.StatusBadRequest, msgInvalidLabel)
+	}
+	src := f.take("source")
+	app, err := src.ReadAppInfo()
+	if err != nil { // a build without a known name is still a build
+		s.log.Debug("submit: no app name from the source", "err", err)
+	}
 	out, err := s.queue.Submit(c.Request().Context(),
-		queue.Submission{Platform: platform, Source: f.take("source"), Certs: f.take("certs")})
+		queue.Submission{Platform: platform, Source: src, Certs: f.take("certs"), App: app, Label: label})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, toSubmittedJSON(out))
+}
+
+// maxLabel is the longest label a submit may carry, in characters.
+const maxLabel = 100
+
+// buildLabel is the submit's optional label, trimmed: valid UTF-8 of at most
+// maxLabel characters and no control characters, else not ok.
+func buildLabel(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	if !utf8.ValidString(v) || utf8.RuneCountInString(v) > maxLabel {
+		return "", false
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) {
+			return "", false
+		}
+	}
+	return v, true
 }
 
 // isoMillis formats epoch milliseconds as ISO-8601 UTC with milliseconds.
@@ -458,14 +487,22 @@ func (s *Server) download(c echo.Context) error {
 
 // cancel is POST /api/builds/:id/cancel (§2.7); the body is ignored.
 func (s *Server) cancel(c echo.Context) error {
-	id, err := buildID(c)
-	if err != nil {
-		return err
-	}
-	if _, err := s.queue.Cancel(c.Request().Context(), id); err != nil {
+	if _, err := s.cancelBuild(c); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "cancelled"})
+}
+
+// cancelBuild cancels the :id build through the queue manager: the API's
+// cancel and the dashboard's. It returns the build's id, or the queue's
+// errors.
+func (s *Server) cancelBuild(c echo.Context) (string, error) {
+	id, err := buildID(c)
+	if err != nil {
+		return "", err
+	}
+	_, err = s.queue.Cancel(c.Request().Context(), id)
+	return id, err
 }
 
 // retry is POST /api/builds/:id/retry (§2.8): a new build sharing the

@@ -50,10 +50,14 @@ const (
 	// HostToken: the host's token from vm-status, sent as X-VM-Token; it
 	// opens only that build's heartbeat and telemetry (§4.14).
 	HostToken
+	// Session: a dashboard session cookie, which the admin key started
+	// (POST /signin). It opens the dashboard's pages and, with the
+	// session's form token, its actions; no API route.
+	Session
 )
 
 func (k Kind) String() string {
-	return [...]string{"anonymous", "admin", "build-token", "worker-key", "worker-token", "vm-token", "host-token"}[k]
+	return [...]string{"anonymous", "admin", "build-token", "worker-key", "worker-token", "vm-token", "host-token", "session"}[k]
 }
 
 // kindSet is the kinds of caller a route admits.
@@ -87,6 +91,8 @@ type Caller struct {
 	// while ago and the caller was its last assignee: its heartbeat or
 	// telemetry is answered 200, with no change (§4.14).
 	AfterCompletion bool
+	// CSRF is a Session's form token.
+	CSRF string
 }
 
 // claim is where a route's caller names the worker it acts as.
@@ -115,6 +121,8 @@ type access struct {
 	// tokenInQuery: the build token may come as ?token= (a live log in a
 	// browser).
 	tokenInQuery bool
+	// form: a Session caller must send the session's form token (CSRF).
+	form bool
 }
 
 // The access rules; each route names one.
@@ -140,6 +148,13 @@ var (
 		claim: claimHeaders, assignee: true, keyless: true, afterCompletion: true}
 	vmOnly     = access{name: "vm", kinds: kinds(VMToken)}
 	artifactor = access{name: "assignee", kinds: kinds(Admin, WorkerKey, WorkerToken, VMToken), claim: claimHeader}
+	// The dashboard: open to anyone, and a signed-in operator is known; the
+	// pages that may show secrets (build pages, logs, results) need a
+	// session or the admin key; its actions need the session's form token
+	// too (the admin key, a header no other site can send, needs none).
+	dashboardOpen = access{name: "dashboard", public: true, kinds: kinds(Session)}
+	signedIn      = access{name: "session", kinds: kinds(Admin, Session)}
+	signedInForm  = access{name: "sessionForm", kinds: kinds(Admin, Session), form: true}
 )
 
 const ctxCaller = "caller"
@@ -177,6 +192,11 @@ func (s *Server) resolve(c echo.Context, r *route) (Caller, error) {
 	if err != nil || a.public {
 		return cl, err
 	}
+	if a.form && cl.Kind == Session {
+		if err := checkForm(c, cl); err != nil {
+			return cl, err
+		}
+	}
 	if err := claimWorker(c, a.claim, &cl, r.notMine); err != nil {
 		return cl, err
 	}
@@ -202,10 +222,15 @@ func (s *Server) resolve(c echo.Context, r *route) (Caller, error) {
 // worker token, the admin or worker key, a build token — in that order, so a
 // bad token is refused even next to a valid key.
 func (s *Server) credential(c echo.Context, a access) (Caller, error) {
+	h := c.Request().Header
+	if a.kinds.has(Session) && h.Get(headerAPIKey) == "" {
+		if cl, ok := s.sessionCaller(c); ok {
+			return cl, nil
+		}
+	}
 	if a.public {
 		return Caller{Kind: Anonymous}, nil
 	}
-	h := c.Request().Header
 	if vm := h.Get(headerVMToken); vm != "" && (a.kinds.has(VMToken) || a.kinds.has(HostToken)) {
 		return s.assignmentCaller(c, a, vm)
 	}
@@ -229,6 +254,8 @@ func (s *Server) credential(c echo.Context, a access) (Caller, error) {
 		return Caller{Kind: Anonymous, Keyless: true}, nil
 	case key != "":
 		return Caller{}, fail(http.StatusForbidden, msgInvalidKey)
+	case a.kinds.has(Session):
+		return Caller{}, fail(http.StatusUnauthorized, msgSignInRequired)
 	case a.kinds.has(BuildToken):
 		return Caller{}, fail(http.StatusUnauthorized, msgMissingKeyOrToken)
 	default:

@@ -6,14 +6,14 @@ import (
 	"embed"
 	"html/template"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/expo-free-agent/controller/internal/version"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
-	"github.com/labstack/echo/v4"
 )
 
 //go:embed web
@@ -21,6 +21,8 @@ var webFiles embed.FS
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"inc":     func(i int) int { return i + 1 },
+	"ago":     agoHTML,
+	"list":    func(v ...string) []string { return v },
 	"version": func() string { return version.Get().Version }, // the footer's
 }).ParseFS(webFiles, "web/*.html"))
 
@@ -28,81 +30,118 @@ const (
 	dashboardCacheTTL   = 2 * time.Second
 	dashboardBuildLimit = 100
 	buildPageLogLines   = 2000
+	// csrfPlaceholder stands for the session's form token in the shared,
+	// signed-in rendering of the overview; each answer puts its own in.
+	csrfPlaceholder = "@@CSRF@@"
+	// nearTimeout: a running build unheard of for this share of the build
+	// timeout is shown as near it.
+	nearTimeout = 0.6
+	// failureWindow is the window of the failed-build rate.
+	failureWindow = time.Hour
 )
 
-// The dashboard (§3.3) is public and shows no secret: no token, no key, no
+// The overview (/) is public and shows no secret: no token, no key, no
 // worker id (a worker id plus a build id opens keyless telemetry), no Apple
 // field, no certificate content and no path. html/template escapes all text.
 
 type dashBuild struct {
-	ID, ShortID, Platform, Status, Worker string
-	Submitted, Started, Completed         string
-	Duration, Error, SHA256, Size         string
-	Attempts                              int
-	Cancelled, Running                    bool
+	ID, ShortID, Platform, Status, Worker      string
+	AppName, AppVersion, Label                 string
+	SubmittedAt, StartedAt, CompletedAt        int64 // ms; 0: not yet
+	Duration, Error, SHA256, Size, ResultExt   string
+	Attempts                                   int
+	Cancelled, Running, Finished, HasResult    bool
+	Progress                                   int   // percent, -1: none reported
+	LastHeardAt                                int64 // ms of the last liveness, 0: none
+	Heard                                      string
+	NearTimeout                                bool
+	TimeoutIn                                  string
+	OriginalBuildID, OriginalShort, WorkerName string
+}
+
+// Title is what people recognise the build by: its app's name (and
+// version), else its short id.
+func (b dashBuild) Title() string {
+	switch {
+	case b.AppName != "" && b.AppVersion != "":
+		return b.AppName + " " + b.AppVersion
+	case b.AppName != "":
+		return b.AppName
+	}
+	return b.ShortID
 }
 
 type dashWorker struct {
-	Name, Status, LastSeen, Platforms, Uptime string
-	Completed, Failed                         int
-	CurrentBuild, CurrentBuildShort           string
-}
-
-type dashQueued struct {
-	ID, ShortID, Platform, Submitted, Waiting string
-	Attempts                                  int
+	ID, Name, Status, Platforms, Generation string
+	LastSeenAt                              int64
+	Completed, Failed                       int
+	CurrentBuild                            *dashBuild
+	Online                                  bool
 }
 
 type dashboardView struct {
-	Generated                          string
+	GeneratedAt                        int64
 	Pending, Active, Completed, Failed int
 	OnlineWorkers                      int
-	Queue                              []dashQueued
+	Trouble                            []troubleItem
+	FailedLastHour, FinishedLastHour   int
+	Queue                              []dashBuild
 	QueueMore                          int // queued builds not listed
+	Running                            []dashBuild
 	Builds                             []dashBuild
 	Workers                            []dashWorker
 	BuildLimit                         int
 	TotalBuilds                        int
+	// SignedIn shows the actions; CSRF is then csrfPlaceholder.
+	SignedIn bool
+	CSRF     string
 }
 
-// dashboardData is what one dashboard view reads.
+// dashboardData is what one overview reads.
 type dashboardData struct {
 	counts                   store.Counts
+	facts                    store.Facts
 	workers                  []domain.Worker
 	recent, pending, running []domain.Build
+	at                       time.Time // the clock when it was read
 }
 
-// dashboardCache is the last dashboardData, shared by every viewer: it is
-// reused while the database has not changed (store.Version) and is younger
-// than dashboardCacheTTL, so a hundred open dashboards cost what one does.
+// dashboardCache is the last overview, shared by every viewer: the data and
+// its two renderings (anonymous and signed-in) are reused while the database
+// has not changed (store.Version) and are younger than dashboardCacheTTL, so
+// a hundred open dashboards cost what one does: one read and one rendering
+// per change, at most one per dashboardCacheTTL.
 type dashboardCache struct {
-	mu      sync.Mutex
-	valid   bool
-	version uint64
-	at      time.Time
-	data    dashboardData
+	mu       sync.Mutex
+	valid    bool
+	version  uint64
+	at       time.Time
+	data     dashboardData
+	rendered [2][]byte // the fragment: [0] anonymous, [1] signed in
+	// reads counts the snapshots read, for the test of the cost.
+	reads int
 }
 
 // dashboardData returns the shared snapshot, reading it again when the
-// database changed. Every query is bounded: the counts are kept by the
-// store, and only the first dashboardBuildLimit pending and newest builds
-// are read, so the cost does not grow with the queue or the history.
+// database changed or it aged. Every query is bounded: the counts are kept
+// by the store, only the first dashboardBuildLimit pending and newest builds
+// are read, and the facts read the queue and the last hour, so the cost does
+// not grow with the history. Call with c.mu held.
 func (s *Server) dashboardData(ctx context.Context) (dashboardData, error) {
 	c := &s.dash
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.valid && c.version == s.store.Version() && time.Since(c.at) < dashboardCacheTTL {
+	if c.valid && c.version == s.store.Version() && s.cfg.Clock.Now().Sub(c.at) < dashboardCacheTTL {
 		return c.data, nil
 	}
 	if err := s.queue.SaveSeen(ctx); err != nil {
 		s.log.Warn("dashboard: saving last-seen times", "err", err)
 	}
 	version := s.store.Version() // after SaveSeen's own commit
-	var (
-		d   dashboardData
-		err error
-	)
+	d := dashboardData{at: s.cfg.Clock.Now()}
+	var err error
 	if d.counts, err = s.store.BuildCounts(ctx); err != nil {
+		return d, err
+	}
+	if d.facts, err = s.store.DashboardFacts(ctx, d.at.Add(-failureWindow).UnixMilli()); err != nil {
 		return d, err
 	}
 	if d.workers, err = s.store.ListWorkers(ctx); err != nil {
@@ -117,67 +156,112 @@ func (s *Server) dashboardData(ctx context.Context) (dashboardData, error) {
 	if d.running, err = s.store.RunningBuilds(ctx); err != nil {
 		return d, err
 	}
-	c.valid, c.version, c.at, c.data = true, version, time.Now(), d
+	c.valid, c.version, c.at, c.data, c.rendered = true, version, d.at, d, [2][]byte{}
+	c.reads++
 	return d, nil
 }
 
-func (s *Server) dashboardView(c echo.Context) (*dashboardView, error) {
+// overviewFragment is the live part of the overview for a viewer, rendered
+// once per snapshot and variant; a signed-in viewer's form token is put
+// into the shared rendering.
+func (s *Server) overviewFragment(c echo.Context) ([]byte, error) {
+	cl := callerOf(c)
+	variant := 0
+	if cl.Kind == Session {
+		variant = 1
+	}
+	s.dash.mu.Lock()
 	d, err := s.dashboardData(c.Request().Context())
 	if err != nil {
+		s.dash.mu.Unlock()
 		return nil, err
 	}
-	now := s.cfg.Clock.Now()
-	counts := d.counts
-	v := &dashboardView{Generated: fmtTime(now.UnixMilli()), Pending: counts.Pending, Active: counts.Active(),
-		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
-		TotalBuilds: counts.Pending + counts.Active() + counts.Completed + counts.Failed}
-	v.QueueMore = max(0, counts.Pending-len(d.pending))
-	for _, b := range d.pending {
-		v.Queue = append(v.Queue, dashQueued{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform),
-			Submitted: fmtTime(b.SubmittedAt), Waiting: fmtDuration(now.UnixMilli() - b.SubmittedAt), Attempts: b.Attempts})
+	out := s.dash.rendered[variant]
+	if out == nil {
+		v := s.overviewView(d)
+		if variant == 1 {
+			v.SignedIn, v.CSRF = true, csrfPlaceholder
+		}
+		var buf bytes.Buffer
+		if err := pageTemplates.ExecuteTemplate(&buf, "fragment.html", v); err != nil {
+			s.dash.mu.Unlock()
+			return nil, err
+		}
+		out = buf.Bytes()
+		s.dash.rendered[variant] = out
 	}
+	s.dash.mu.Unlock()
+	if variant == 1 {
+		out = bytes.ReplaceAll(out, []byte(csrfPlaceholder), []byte(template.HTMLEscapeString(cl.CSRF)))
+	}
+	return out, nil
+}
+
+// overviewView turns a snapshot into what the overview shows.
+func (s *Server) overviewView(d dashboardData) *dashboardView {
+	now := d.at.UnixMilli()
+	counts := d.counts
+	v := &dashboardView{GeneratedAt: now, Pending: counts.Pending, Active: counts.Active(),
+		Completed: counts.Completed, Failed: counts.Failed, BuildLimit: dashboardBuildLimit,
+		TotalBuilds:    counts.Pending + counts.Active() + counts.Completed + counts.Failed,
+		FailedLastHour: d.facts.Failed, FinishedLastHour: d.facts.Completed + d.facts.Failed}
+	v.QueueMore = max(0, counts.Pending-len(d.pending))
 	names := make(map[string]string, len(d.workers))
 	for _, w := range d.workers {
 		names[w.ID] = w.Name
 	}
-	for _, b := range d.recent {
-		v.Builds = append(v.Builds, toDashBuild(b, names, now.UnixMilli()))
+	for _, b := range d.pending {
+		v.Queue = append(v.Queue, s.toDashBuild(b, names, now))
 	}
-	v.Workers, v.OnlineWorkers = dashWorkers(d, now)
-	return v, nil
+	for _, b := range d.running {
+		v.Running = append(v.Running, s.toDashBuild(b, names, now))
+	}
+	for _, b := range d.recent {
+		v.Builds = append(v.Builds, s.toDashBuild(b, names, now))
+	}
+	v.Workers, v.OnlineWorkers = s.dashWorkers(d, v.Running)
+	v.Trouble = s.trouble(d, v)
+	return v
+}
+
+// online reports whether a worker counts as online at now.
+func online(w domain.Worker, now time.Time) bool {
+	return w.Status != domain.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli()
 }
 
 // dashWorkers are the worker rows and how many workers are online.
-func dashWorkers(d dashboardData, now time.Time) ([]dashWorker, int) {
-	current := map[string]string{}
-	for _, b := range d.running {
+func (s *Server) dashWorkers(d dashboardData, running []dashBuild) ([]dashWorker, int) {
+	current := map[string]*dashBuild{}
+	for i, b := range d.running {
 		if b.WorkerID != nil {
-			current[*b.WorkerID] = b.ID
+			current[*b.WorkerID] = &running[i]
 		}
 	}
 	var (
-		rows   []dashWorker
-		online int
+		rows []dashWorker
+		n    int
 	)
 	for _, w := range d.workers {
-		dw := dashWorker{Name: w.Name, Status: string(w.Status), LastSeen: fmtTime(w.LastSeenAt) + " (" +
-			fmtDuration(now.UnixMilli()-w.LastSeenAt) + " ago)", Platforms: platformsText(w.Capabilities),
-			Completed: w.BuildsCompleted, Failed: w.BuildsFailed,
-			Uptime: formatUptime(now.Sub(time.UnixMilli(w.RegisteredAt)))}
-		if id, ok := current[w.ID]; ok {
-			dw.CurrentBuild, dw.CurrentBuildShort = id, short(id)
+		dw := dashWorker{ID: w.ID, Name: w.Name, Status: string(w.Status), LastSeenAt: w.LastSeenAt,
+			Platforms: platformsText(w.Capabilities), Completed: w.BuildsCompleted, Failed: w.BuildsFailed,
+			CurrentBuild: current[w.ID], Online: online(w, d.at), Generation: "key"}
+		if d.facts.TokenWorkers[w.ID] {
+			dw.Generation = "token"
 		}
-		if w.Status != domain.WorkerOffline && w.LastSeenAt >= now.Add(-onlineWindow).UnixMilli() {
-			online++
+		if dw.Online {
+			n++
 		}
 		rows = append(rows, dw)
 	}
-	return rows, online
+	return rows, n
 }
 
-func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
+func (s *Server) toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
 	d := dashBuild{ID: b.ID, ShortID: short(b.ID), Platform: string(b.Platform), Status: string(b.Status),
-		Submitted: fmtTime(b.SubmittedAt), Attempts: b.Attempts, Cancelled: b.Cancelled, Running: b.Running()}
+		SubmittedAt: b.SubmittedAt, Attempts: b.Attempts, Cancelled: b.Cancelled, Running: b.Running(),
+		Finished: b.Finished(), AppName: b.AppName, AppVersion: b.AppVersion, Label: b.Label,
+		ResultExt: b.Platform.ResultExt(), Progress: -1,
+		HasResult: b.Status == domain.StatusCompleted && b.ResultPath != nil}
 	if b.Cancelled {
 		d.Status = "cancelled"
 	}
@@ -189,7 +273,7 @@ func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
 		}
 	}
 	if b.StartedAt != nil {
-		d.Started = fmtTime(*b.StartedAt)
+		d.StartedAt = *b.StartedAt
 		end := now
 		if b.CompletedAt != nil {
 			end = *b.CompletedAt
@@ -197,7 +281,7 @@ func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
 		d.Duration = fmtDuration(end - *b.StartedAt)
 	}
 	if b.CompletedAt != nil {
-		d.Completed = fmtTime(*b.CompletedAt)
+		d.CompletedAt = *b.CompletedAt
 	}
 	if b.Status == domain.StatusFailed && b.ErrorMessage != nil {
 		d.Error = *b.ErrorMessage
@@ -208,36 +292,80 @@ func toDashBuild(b domain.Build, names map[string]string, now int64) dashBuild {
 	if b.ResultSize != nil {
 		d.Size = fmtBytes(*b.ResultSize)
 	}
+	if b.OriginalBuildID != nil {
+		d.OriginalBuildID, d.OriginalShort = *b.OriginalBuildID, short(*b.OriginalBuildID)
+	}
+	if b.Running() {
+		if b.Progress != nil {
+			d.Progress = int(min(100, max(0, *b.Progress)))
+		}
+		heard := b.SubmittedAt
+		if b.StartedAt != nil {
+			heard = *b.StartedAt
+		}
+		if b.LastActivityAt != nil {
+			heard = max(heard, *b.LastActivityAt)
+		}
+		d.LastHeardAt, d.Heard = heard, fmtDuration(now-heard)
+		left := s.cfg.BuildTimeout.Milliseconds() - (now - heard)
+		d.NearTimeout = float64(now-heard) >= nearTimeout*float64(s.cfg.BuildTimeout.Milliseconds())
+		d.TimeoutIn = fmtDuration(left)
+	}
 	return d
 }
 
 func (s *Server) render(c echo.Context, name string, data any) error {
+	return s.renderStatus(c, http.StatusOK, name, data)
+}
+
+// renderStatus answers with a page; pages are never cached.
+func (s *Server) renderStatus(c echo.Context, status int, name string, data any) error {
 	var buf bytes.Buffer
 	if err := pageTemplates.ExecuteTemplate(&buf, name, data); err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	return c.Blob(http.StatusOK, "text/html; charset=utf-8", buf.Bytes())
+	return c.Blob(status, "text/html; charset=utf-8", buf.Bytes())
+}
+
+// Viewer is what every dashboard page's header shows of the viewer.
+type Viewer struct {
+	SignedIn bool   // a session: actions and sign-out are shown
+	CSRF     string // the session's form token
+	Public   bool   // --dashboard-public
+}
+
+func (s *Server) viewerOf(c echo.Context) Viewer {
+	cl := callerOf(c)
+	return Viewer{SignedIn: cl.Kind == Session, CSRF: cl.CSRF, Public: s.cfg.DashboardPublic}
+}
+
+type overviewPage struct {
+	Viewer
+	GeneratedAt int64
+	Fragment    template.HTML
 }
 
 // dashboardPage is GET /: the whole page, which works without JavaScript
 // (a <noscript> refresh) and with it swaps in /dashboard/fragment every few
 // seconds.
 func (s *Server) dashboardPage(c echo.Context) error {
-	v, err := s.dashboardView(c)
+	frag, err := s.overviewFragment(c)
 	if err != nil {
 		return err
 	}
-	return s.render(c, "index.html", v)
+	return s.render(c, "index.html", overviewPage{Viewer: s.viewerOf(c), GeneratedAt: s.cfg.Clock.Now().UnixMilli(),
+		Fragment: template.HTML(frag)}) //nolint:gosec // rendered by html/template
 }
 
 // dashboardFragment is the live part of the page, for the page's script.
 func (s *Server) dashboardFragment(c echo.Context) error {
-	v, err := s.dashboardView(c)
+	frag, err := s.overviewFragment(c)
 	if err != nil {
 		return err
 	}
-	return s.render(c, "fragment.html", v)
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.Blob(http.StatusOK, "text/html; charset=utf-8", frag)
 }
 
 // dashboardAsset serves the embedded script and style sheet.
@@ -256,89 +384,10 @@ func (s *Server) dashboardAsset(c echo.Context) error {
 	return c.Blob(http.StatusOK, ct, b)
 }
 
-type buildPageView struct {
-	Build     dashBuild
-	Logs      []pageLog
-	LastSeq   int64
-	Finished  bool
-	Generated string
-}
-
-type pageLog struct {
-	Seq       int64  `json:"seq"`
-	Time      string `json:"time"`
-	Timestamp int64  `json:"timestamp"`
-	Level     string `json:"level"`
-	Message   string `json:"message"`
-}
-
-func toPageLogs(entries []domain.LogEntry) []pageLog {
-	out := make([]pageLog, len(entries))
-	for i, e := range entries {
-		out[i] = pageLog{Seq: e.Seq, Time: time.UnixMilli(e.Timestamp).UTC().Format("15:04:05.000"),
-			Timestamp: e.Timestamp, Level: string(e.Level), Message: e.Message}
-	}
-	return out
-}
-
-// buildPage is GET /builds/:id: one build with its whole log, which the
-// page's script then follows.
-func (s *Server) buildPage(c echo.Context) error {
-	b, err := s.loadBuild(c)
-	if err != nil {
-		return err
-	}
-	// The page shows the first lines; its script fetches the rest page by page.
-	entries, more, err := s.store.LogPage(c.Request().Context(), b.ID, 0, buildPageLogLines)
-	if err != nil {
-		return err
-	}
-	names, err := s.workerNames(c)
-	if err != nil {
-		return err
-	}
-	now := s.cfg.Clock.Now()
-	v := buildPageView{Build: toDashBuild(b, names, now.UnixMilli()), Logs: toPageLogs(entries),
-		Finished: b.Finished() && !more, Generated: fmtTime(now.UnixMilli())}
-	if n := len(entries); n > 0 {
-		v.LastSeq = entries[n-1].Seq
-	}
-	return s.render(c, "build.html", v)
-}
-
-func (s *Server) workerNames(c echo.Context) (map[string]string, error) {
-	workers, err := s.store.ListWorkers(c.Request().Context())
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[string]string, len(workers))
-	for _, w := range workers {
-		names[w.ID] = w.Name
-	}
-	return names, nil
-}
-
-// buildPageLogs is GET /builds/:id/logs.json?after=<seq>: the log lines after
-// a sequence number and the build's state, for the build page's script.
-func (s *Server) buildPageLogs(c echo.Context) error {
-	b, err := s.loadBuild(c)
-	if err != nil {
-		return err
-	}
-	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
-	entries, more, err := s.store.LogPage(c.Request().Context(), b.ID, after, logPageSize)
-	if err != nil {
-		return err
-	}
-	names, err := s.workerNames(c)
-	if err != nil {
-		return err
-	}
-	d := toDashBuild(b, names, s.cfg.Clock.Now().UnixMilli())
-	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	return c.JSON(http.StatusOK, map[string]any{
-		"status": d.Status, "worker": d.Worker, "duration": d.Duration, "attempts": d.Attempts,
-		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "more": more, "logs": toPageLogs(entries),
-		"resultExt": b.Platform.ResultExt(),
-	})
+// DashboardReads is how many overview snapshots the server has read (for
+// the test that many viewers cost one read per change).
+func (s *Server) DashboardReads() int {
+	s.dash.mu.Lock()
+	defer s.dash.mu.Unlock()
+	return s.dash.reads
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"html/template"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,4 +70,17 @@ func platformsText(capabilities string) string {
 		return "none"
 	}
 	return strings.Join(out, ", ")
+}
+
+// agoHTML is a moment as the dashboard shows it: the full UTC time, which
+// the page's script turns into "3 min ago" with the viewer's local time on
+// hover. Zero is empty.
+func agoHTML(ms int64) template.HTML {
+	if ms == 0 {
+		return ""
+	}
+	t := time.UnixMilli(ms).UTC()
+	full := fmtTime(ms)
+	return template.HTML(`<time class="ago" datetime="` + t.Format(time.RFC3339) + `" data-ts="` +
+		strconv.FormatInt(ms, 10) + `" title="` + full + `">` + full + `</time>`) //nolint:gosec // digits and fixed text
 }

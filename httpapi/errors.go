@@ -150,6 +150,12 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
+	if r != nil && r.page {
+		if err := s.pageError(c, a); err != nil {
+			s.log.Debug("writing error page", "err", err)
+		}
+		return
+	}
 	if err := c.JSON(a.status, map[string]string{"error": a.msg}); err != nil {
 		s.log.Debug("writing error answer", "err", err)
 	}

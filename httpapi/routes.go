@@ -20,6 +20,8 @@ type route struct {
 	// failSource is the 500 message when :type is "source" (a download of
 	// the source on the result's route).
 	failSource string
+	// page: an HTML page of the dashboard, whose errors are pages too.
+	page bool
 	// override rewords entries of the answers table for this route.
 	override []struct {
 		err error
@@ -45,6 +47,12 @@ func (s *Server) routes() []*route {
 	metrics := adminOnly
 	if s.cfg.MetricsPublic {
 		metrics = public
+	}
+	// The build pages, history and logs may show secrets: signed in only,
+	// unless --dashboard-public.
+	buildPages := signedIn
+	if s.cfg.DashboardPublic {
+		buildPages = dashboardOpen
 	}
 	return []*route{
 		// Developers (§2).
@@ -100,12 +108,28 @@ func (s *Server) routes() []*route {
 		// Public (§3), the dashboard and the metrics.
 		{method: http.MethodGet, paths: []string{"/health", "/api/health"}, handle: cors(s.health), access: public},
 		{method: http.MethodGet, paths: []string{"/api/stats", "/api/stats/", "/public/stats"}, handle: cors(s.publicStats), access: public},
-		{method: http.MethodGet, paths: []string{"/"}, handle: s.dashboardPage, access: public},
-		{method: http.MethodGet, paths: []string{"/dashboard/fragment"}, handle: s.dashboardFragment, access: public},
+		{method: http.MethodGet, paths: []string{"/"}, handle: s.dashboardPage, access: dashboardOpen, page: true},
+		{method: http.MethodGet, paths: []string{"/dashboard/fragment"}, handle: s.dashboardFragment, access: dashboardOpen},
 		{method: http.MethodGet, paths: []string{"/dashboard/assets/:name"}, handle: s.dashboardAsset, access: public},
-		{method: http.MethodGet, paths: []string{"/builds/:id"}, handle: s.buildPage, access: public},
-		{method: http.MethodGet, paths: []string{"/builds/:id/logs.json"}, handle: s.buildPageLogs, access: public},
-		{method: http.MethodGet, paths: []string{"/builds/:id/logs/stream"}, handle: s.logStream, access: public},
+		{method: http.MethodGet, paths: []string{"/signin"}, handle: s.signInPage, access: dashboardOpen, page: true},
+		{method: http.MethodPost, paths: []string{"/signin"}, handle: s.signIn, access: public, page: true},
+		{method: http.MethodPost, paths: []string{"/signout"}, handle: s.signOut, access: signedInForm, page: true},
+		{method: http.MethodGet, paths: []string{"/builds"}, handle: s.historyPage, access: buildPages, page: true},
+		{method: http.MethodGet, paths: []string{"/builds/:id"}, handle: s.buildPage, access: buildPages, page: true},
+		{method: http.MethodGet, paths: []string{"/builds/:id/logs.json"}, handle: s.buildPageLogs, access: buildPages},
+		{method: http.MethodGet, paths: []string{"/builds/:id/logs/stream"}, handle: s.logStream, access: buildPages},
+		{method: http.MethodGet, paths: []string{"/builds/:id/log.txt"}, handle: s.buildLogText, access: buildPages, page: true},
+		{method: http.MethodGet, paths: []string{"/builds/:id/download"}, handle: s.download, access: signedIn, page: true,
+			fail: msgReadResultFailed},
+		{method: http.MethodPost, paths: []string{"/builds/:id/cancel"}, handle: s.dashboardCancel, access: signedInForm, page: true,
+			fail: msgCancelFailed, override: []struct {
+				err error
+				answer
+			}{{queue.ErrFinished, answer{http.StatusBadRequest, msgBuildFinished}}}},
+		{method: http.MethodPost, paths: []string{"/builds/:id/retry"}, handle: s.dashboardRetry, access: signedInForm, page: true,
+			fail: msgRetryFailed},
+		{method: http.MethodPost, paths: []string{"/workers/:id/unregister"}, handle: s.dashboardUnregister, access: signedInForm,
+			page: true, fail: msgUnregisterFailed},
 		{method: http.MethodGet, paths: []string{"/metrics"}, handle: s.metricsHandler(), access: metrics},
 	}
 }

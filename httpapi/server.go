@@ -56,6 +56,7 @@ type Store interface {
 	FirstPending(ctx context.Context, limit int) ([]domain.Build, error)
 	Version() uint64
 	BuildCounts(ctx context.Context) (store.Counts, error)
+	DashboardFacts(ctx context.Context, since int64) (store.Facts, error)
 	Stats(ctx context.Context, onlineSince, dayStart int64) (store.Stats, error)
 	LogPage(ctx context.Context, buildID string, after int64, limit int) ([]domain.LogEntry, bool, error)
 	Subscribe(buildID string) *store.Subscription
@@ -155,6 +156,13 @@ type Config struct {
 	// MaxStreams bounds the live log streams open at once (§2.9).
 	MaxStreams    int
 	MetricsPublic bool // serve /metrics without the API key
+	// DashboardPublic opens the dashboard's build pages, history and logs
+	// to anyone, as they were before sign-in existed; results and actions
+	// still need a session.
+	DashboardPublic bool
+	// BuildTimeout and WorkerTimeout are the liveness monitor's, for the
+	// dashboard's warnings (builds near their timeout).
+	BuildTimeout, WorkerTimeout time.Duration
 	// Builds is the queue manager's observer, served on /metrics (a fresh,
 	// empty one if nil).
 	Builds *BuildObserver
@@ -181,6 +189,10 @@ type Server struct {
 	closing chan struct{} // closed when the server starts to shut down: live logs end
 	closed  sync.Once
 	dash    dashboardCache
+	// sessions are the signed-in dashboards; signIns paces sign-in
+	// attempts per client address.
+	sessions *sessions
+	signIns  *rateLimiter
 	// keylessTelemetry bounds what keyless telemetry may write per build.
 	keylessTelemetry *rateLimiter
 	metrics          *metrics
@@ -218,6 +230,8 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	orDefault(&cfg.WorkerTokenTTL, DefaultWorkerTokenTTL)
 	orDefault(&cfg.OTPTTL, DefaultOTPTTL)
 	orDefault(&cfg.VMTokenTTL, DefaultVMTokenTTL)
+	orDefault(&cfg.BuildTimeout, 300*time.Second)
+	orDefault(&cfg.WorkerTimeout, 300*time.Second)
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
@@ -234,6 +248,8 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "controller_log_streams_open", Help: "Live log streams (Server-Sent Events) open now.",
 	}, func() float64 { return float64(s.streams.open.Load()) }))
+	s.sessions = newSessions(cfg.Clock.Now)
+	s.signIns = newRateLimiter(signInEvery, signInBurst, rateLimitKeys, cfg.Clock.Now)
 	s.keylessTelemetry = newRateLimiter(keylessTelemetryInterval, keylessTelemetryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.table = s.routes()
 	s.e = s.echo()

@@ -21,6 +21,13 @@ type BuildQuery struct {
 	// WorkerID matches the build's worker_id: its current assignee, or the
 	// worker that finished it (a pending build has none).
 	WorkerID string
+	// AppName matches the build's app name, case-insensitively (ASCII).
+	AppName string
+	// IDPrefix matches the builds whose id starts with it (lower-case hex
+	// and dashes; the caller checks). It reads the primary key's range, and
+	// the page is then in id order, not list order: Before is then the last
+	// id of the previous page.
+	IDPrefix string
 	// Before is a build id, the last of the previous page: the page holds
 	// the builds after it in list order. Empty starts at the newest build.
 	Before string
@@ -119,14 +126,30 @@ func buildPageQuery(q BuildQuery, cursor *buildKey) (string, []any) {
 	if q.WorkerID != "" {
 		where, args, index = append(where, "worker_id = ?"), append(args, q.WorkerID), "builds_by_worker"
 	}
+	if q.AppName != "" {
+		where, args, index = append(where, "app_name = ? COLLATE NOCASE"), append(args, q.AppName), "builds_by_app"
+	}
+	if q.IDPrefix != "" {
+		// The id range [prefix, prefix + U+FFFF): the primary key's index.
+		where, args = append(where, "id >= ? AND id < ?"), append(args, q.IDPrefix, q.IDPrefix+"\uffff")
+		if cursor != nil {
+			where, args = append(where, "id > ?"), append(args, cursor.id)
+		}
+		return buildPageSQL("sqlite_autoindex_builds_1", where, "id"), append(args, q.Limit+1)
+	}
 	if cursor != nil {
 		where, args = append(where, "(submitted_at, id) < (?, ?)"), append(args, cursor.submittedAt, cursor.id)
 	}
+	return buildPageSQL(index, where, "submitted_at DESC, id DESC"), append(args, q.Limit+1)
+}
+
+// buildPageSQL assembles a page's statement from fixed fragments.
+func buildPageSQL(index string, where []string, order string) string {
 	var sb strings.Builder
 	sb.WriteString(`SELECT ` + buildColumns + ` FROM builds INDEXED BY ` + index)
 	if len(where) > 0 {
 		sb.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}
-	sb.WriteString(" ORDER BY submitted_at DESC, id DESC LIMIT ?")
-	return sb.String(), append(args, q.Limit+1)
+	sb.WriteString(" ORDER BY " + order + " LIMIT ?")
+	return sb.String()
 }

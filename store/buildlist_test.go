@@ -203,11 +203,12 @@ func TestBuildPageUnknownBefore(t *testing.T) {
 
 // TestBuildPagePlan: every shape of the page's statement reads one index
 // range in list order — no scan of the table, no sort of what it matched —
-// and the worker's and the platform's indexes exist (migration 0006).
+// and the worker's, the platform's (migration 0006) and the app name's (0007)
+// indexes exist.
 func TestBuildPagePlan(t *testing.T) {
 	t.Parallel()
 	s := openListStore(t)
-	for mask := range 16 {
+	for mask := range 32 {
 		q := BuildQuery{Limit: 100}
 		var cursor *buildKey
 		want := "builds_by_submitted"
@@ -223,6 +224,9 @@ func TestBuildPagePlan(t *testing.T) {
 		if mask&8 != 0 {
 			cursor = &buildKey{submittedAt: listT0, id: listID(2)}
 		}
+		if mask&16 != 0 {
+			q.AppName, want = "Coffee Club", "builds_by_app"
+		}
 		query, args := buildPageQuery(q, cursor)
 		plan := explain(t.Context(), t, s, query, args...)
 		require.Len(t, plan, 1, "%s: %v", query, plan)
@@ -234,6 +238,20 @@ func TestBuildPagePlan(t *testing.T) {
 		if mask&8 != 0 {
 			require.Contains(t, plan[0], "(submitted_at,id)<(?,?)", "the cursor bounds the range: %s", plan[0])
 		}
+	}
+}
+
+// TestBuildPageIDPrefixPlan: a search by id prefix reads the primary key's
+// range, from the cursor on, whatever else filters.
+func TestBuildPageIDPrefixPlan(t *testing.T) {
+	t.Parallel()
+	s := openListStore(t)
+	for _, cursor := range []*buildKey{nil, {submittedAt: listT0, id: listID(2)}} {
+		query, args := buildPageQuery(BuildQuery{IDPrefix: "0000", Status: domain.StatusFailed, Limit: 10}, cursor)
+		plan := explain(t.Context(), t, s, query, args...)
+		require.Len(t, plan, 1, "%s: %v", query, plan)
+		require.Contains(t, plan[0], "SEARCH builds USING INDEX sqlite_autoindex_builds_1 (id>? AND id<?)", query)
+		require.NotContains(t, plan[0], "TEMP B-TREE", query)
 	}
 }
 

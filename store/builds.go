@@ -12,7 +12,7 @@ import (
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
 	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
 	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id,
-	assignment, vm_ready_at`
+	assignment, vm_ready_at, app_name, app_version, label`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -23,11 +23,13 @@ func scanBuild(r scanner) (domain.Build, error) {
 		root                                           sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
 		vmReady                                        sql.NullInt64
+		appName, appVersion, label                     sql.NullString
 		progress                                       sql.NullFloat64
 	)
 	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
-		&result, &resultSize, &sha, &b.TokenHash, &original, &root, &b.Assignment, &vmReady)
+		&result, &resultSize, &sha, &b.TokenHash, &original, &root, &b.Assignment, &vmReady,
+		&appName, &appVersion, &label)
 	if err != nil {
 		return domain.Build{}, err
 	}
@@ -35,6 +37,7 @@ func scanBuild(r scanner) (domain.Build, error) {
 	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
 	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
 	b.ResultSize, b.RootBuildID, b.VMReadyAt = ptrInt(resultSize), ptrString(root), ptrInt(vmReady)
+	b.AppName, b.AppVersion, b.Label = appName.String, appVersion.String, label.String
 	if progress.Valid {
 		p := progress.Float64
 		b.Progress = &p
@@ -87,6 +90,9 @@ type NewBuild struct {
 	// The count and the insert are one transaction, so concurrent retries
 	// cannot overshoot. Zero: no bound (the admin).
 	MaxChain int
+	// AppName, AppVersion and Label are what people recognise the build
+	// by ("" when absent); a retry takes its original's.
+	AppName, AppVersion, Label string
 }
 
 // CreateBuild inserts a pending build with zero attempts and logs its
@@ -111,6 +117,7 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 				}
 			}
 			msg = fmt.Sprintf("Build submitted (retry of %s)", *nb.OriginalBuildID)
+			nb.AppName, nb.AppVersion, nb.Label = orig.AppName, orig.AppVersion, orig.Label
 		}
 		if root != nil && nb.MaxChain > 0 {
 			n, err := countRetries(ctx, tx, *root)
@@ -132,8 +139,10 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 			rootID = sql.NullString{String: *root, Valid: true}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO builds (id, platform, status, submitted_at, source_path,
-			certs_path, token_hash, original_build_id, root_build_id) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
-			nb.ID, nb.Platform, nb.SubmittedAt, nb.SourcePath, certs, nb.TokenHash, original, rootID)
+			certs_path, token_hash, original_build_id, root_build_id, app_name, app_version, label)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			nb.ID, nb.Platform, nb.SubmittedAt, nb.SourcePath, certs, nb.TokenHash, original, rootID,
+			nullString(nb.AppName), nullString(nb.AppVersion), nullString(nb.Label))
 		if err != nil {
 			return err
 		}

@@ -392,3 +392,8 @@ func ptrString(n sql.NullString) *string {
 	v := n.String
 	return &v
 }
+
+// nullString is "" as NULL.
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}

@@ -43,12 +43,18 @@ func allEndpoints(buildID, workerID string) []endpoint {
 // (the admin key or the addressed build's token); workerKey (the admin or
 // worker key); worker (either key with a claimed worker, or a worker
 // token); assignee (as worker, and a VM token of the build; heartbeat and
-// telemetry also its host token); vm (a VM token only).
+// telemetry also its host token); vm (a VM token only); dashboard (anyone,
+// a dashboard session known); session (a dashboard session or the admin
+// key); sessionForm (as session, and a session's form token).
 var expectedAccess = map[string]string{
 	"GET /health": "public", "GET /api/health": "public", "GET /api/stats": "public",
-	"GET /api/stats/": "public", "GET /public/stats": "public", "GET /": "public",
-	"GET /dashboard/fragment": "public", "GET /dashboard/assets/:name": "public",
-	"GET /builds/:id": "public", "GET /builds/:id/logs.json": "public", "GET /builds/:id/logs/stream": "public",
+	"GET /api/stats/": "public", "GET /public/stats": "public", "GET /": "dashboard",
+	"GET /dashboard/fragment": "dashboard", "GET /dashboard/assets/:name": "public",
+	"GET /signin": "dashboard", "POST /signin": "public", "POST /signout": "sessionForm",
+	"GET /builds": "session", "GET /builds/:id": "session", "GET /builds/:id/logs.json": "session",
+	"GET /builds/:id/logs/stream": "session", "GET /builds/:id/log.txt": "session", "GET /builds/:id/download": "session",
+	"POST /builds/:id/cancel": "sessionForm", "POST /builds/:id/retry": "sessionForm",
+	"POST /workers/:id/unregister":      "sessionForm",
 	"POST /api/builds/:id/authenticate": "public", "GET /api/builds/:id/vm-status": "public",
 	"POST /api/builds/submit": "key", "POST /api/builds": "key", "GET /api/builds": "key",
 	"GET /api/builds/active": "key", "GET /api/workers/:id/stats": "key",
@@ -80,7 +86,7 @@ var credentialRefusals = map[string]bool{
 // that poll and heartbeat read from the query.
 func concrete(pattern, buildID, workerID string) string {
 	p := strings.NewReplacer(":worker_id", workerID, ":name", "dashboard.css", ":type", "source").Replace(pattern)
-	if strings.HasPrefix(p, "/api/workers/:id") {
+	if strings.HasPrefix(p, "/api/workers/:id") || strings.HasPrefix(p, "/workers/:id") {
 		p = strings.Replace(p, ":id", workerID, 1)
 	}
 	return strings.Replace(p, ":id", buildID, 1) + "?worker_id=" + workerID
@@ -136,7 +142,8 @@ func TestAuthMatrix(t *testing.T) {
 			admitted := func(r Response, who string) {
 				t.Helper()
 				if r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden {
-					require.False(t, credentialRefusals[r.Error(t)], "%s refused: %s", who, r.Body)
+					require.False(t, strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") || credentialRefusals[r.Error(t)],
+						"%s refused: %s", who, r.Body)
 				}
 			}
 			f.checkClass(t, class, name, do, refused, admitted)
@@ -160,12 +167,33 @@ func (f *matrixFixture) checkClass(t *testing.T, class, route string, do func(H)
 	vm, host, badVM := do(H{"X-VM-Token": f.vm}), do(H{"X-VM-Token": f.hostToken}), do(H{"X-VM-Token": "not-a-vm-token"})
 	const missing, invalid = "Missing X-API-Key header", "Invalid API key"
 	switch class {
-	case "public":
+	case "public", "dashboard":
 		for who, r := range map[string]Response{"none": none, "wrong key": wrong, "other token": otherToken,
 			"worker token": wt, "vm token": vm} {
 			admitted(r, who)
 			require.Less(t, r.Status, 500, "%s: %s", who, r.Body)
 		}
+	case "session", "sessionForm":
+		// No session: 401 Sign-in required (a page answers with the sign-in
+		// form); no API credential but the admin key opens it.
+		signIn := func(r Response, who string) {
+			t.Helper()
+			require.Equal(t, http.StatusUnauthorized, r.Status, "%s: %s", who, r.Body)
+			if strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+				require.Contains(t, string(r.Body), `action="/signin"`, who)
+			} else {
+				require.Equal(t, "Sign-in required", r.Error(t), who)
+			}
+		}
+		for who, r := range map[string]Response{"none": none, "own build token": ownToken, "worker token": wt,
+			"vm token": vm, "host token": host} {
+			signIn(r, who)
+		}
+		for who, r := range map[string]Response{"wrong key": wrong, "worker key": workerKey} {
+			require.Equal(t, http.StatusForbidden, r.Status, "%s: %s", who, r.Body)
+			require.NotContains(t, string(r.Body), `action="/signin"`, who)
+		}
+		admitted(do(H{"X-API-Key": testKey}), "admin key")
 	case "key", "keyOrToken":
 		want := missing
 		if class == "keyOrToken" {

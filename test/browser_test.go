@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -84,9 +86,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	postLog("info", "[VM] compiling")
 	postLog("warn", xssLogBefore)
 
-	// The build page, in a second tab, shows the lines logged so far.
+	// The build page, in a second tab, needs sign-in: the form, which posts
+	// the admin key (never in a URL) and goes on to the page asked for.
 	bp := newTab(t, dash)
 	browserDo(t, bp, "open the build page", chromedp.Navigate(c.URL+"/builds/"+b.ID))
+	require.Equal(t, "Sign in — Expo Free Agent", browserRun(t, bp, "sign-in title", chromedp.Title()))
+	browserDo(t, bp, "sign in with a wrong key", chromedp.SendKeys("#key", "not-the-key"), chromedp.Click("#signin-submit"))
+	browserWaitFor(t, bp, "the wrong key is refused",
+		`document.getElementById("signin-error").textContent === "Wrong key"`)
+	browserDo(t, bp, "sign in", chromedp.SendKeys("#key", c.Key), chromedp.Click("#signin-submit"))
+	browserWaitFor(t, bp, "the build page after sign-in", `document.body.dataset.page === "build"`)
+	require.Equal(t, c.URL+"/builds/"+b.ID, browserRun(t, bp, "the address after sign-in", chromedp.Location()))
+	require.False(t, browserRun(t, bp, "the session cookie is HttpOnly",
+		chromedp.Evaluate[bool](`document.cookie.includes("efa_session")`)))
+	// The build page shows the lines logged so far.
 	require.Equal(t, "Build "+b.ID[:8]+" — Expo Free Agent", browserRun(t, bp, "build page title", chromedp.Title()))
 	require.Equal(t, "building", browserRun(t, bp, "build status", chromedp.Text(chromedp.ID("build-status"))))
 	require.Equal(t, xssWorkerName, browserRun(t, bp, "build worker", chromedp.Evaluate[string](`document.getElementById("build-worker").textContent`)))
@@ -137,6 +150,33 @@ func TestDashboardInBrowser(t *testing.T) {
 			document.getElementById("count-completed").textContent === "1";
 	})()`, jsString(row)))
 
+	// The completed build's result downloads through the signed-in link.
+	dlDir := t.TempDir()
+	_, err := chromedp.CallBrowser(bp, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dlDir})
+	require.NoError(t, err, "allow downloads")
+	browserDo(t, bp, "download the result", chromedp.WaitVisible(chromedp.ID("download-result")),
+		chromedp.Click(chromedp.ID("download-result")))
+	eventually(t, browserWait, func() bool {
+		got, err := os.ReadFile(filepath.Join(dlDir, b.ID+".ipa"))
+		return err == nil && string(got) == string(result)
+	}, "the result is downloaded as <id>.ipa")
+
+	// The log tools: a level filter, a search, the first error.
+	shownJS := `Array.from(document.querySelectorAll("#logs li:not(.filtered) .msg")).map(m => m.textContent)`
+	browserDo(t, bp, "show only errors", chromedp.Evaluate[chromedp.Void](
+		`(() => { const s = document.getElementById("log-level"); s.value = "error"; s.dispatchEvent(new Event("change")); })()`))
+	require.Equal(t, []string{xssLogAfter}, browserRun(t, bp, "only the error line", chromedp.Evaluate[[]string](shownJS)))
+	browserDo(t, bp, "search the log", chromedp.Evaluate[chromedp.Void](
+		`(() => { const s = document.getElementById("log-level"); s.value = ""; s.dispatchEvent(new Event("change")); })()`),
+		chromedp.SendKeys("#log-search", "LINKING"))
+	require.Equal(t, []string{"[VM] linking"}, browserRun(t, bp, "the lines that match", chromedp.Evaluate[[]string](shownJS)))
+	browserDo(t, bp, "jump to the first error", chromedp.Click(chromedp.ID("log-first-error")))
+	require.Equal(t, xssLogAfter, browserRun(t, bp, "the focused line",
+		chromedp.Evaluate[string](`document.querySelector("#logs li.focus .msg").textContent`)))
+	require.Equal(t, len(msgs), browserRun(t, bp, "every line shown again",
+		chromedp.Evaluate[int](`document.querySelectorAll("#logs li:not(.filtered)").length`)))
+
 	// Neither page reloaded, and no HTML from the worker ran or became an
 	// element.
 	for name, tab := range map[string]context.Context{"dashboard": dash, "build page": bp} {
@@ -148,9 +188,54 @@ func TestDashboardInBrowser(t *testing.T) {
 			chromedp.Evaluate[int](`document.querySelectorAll("main img, main script, main b").length`)), name)
 	}
 
+	// A stuck queue: an android build that no online worker takes is a
+	// banner on the dashboard.
+	stuck := c.Submit("android", []byte("PK\x03\x04 android source"), nil)
+	browserPoll(t, dash, "the stuck-queue banner", `(() => {
+		const b = document.querySelector('#trouble [data-kind="stuck"]');
+		return b !== null && b.textContent === "1 android build waiting; no online worker takes android";
+	})()`)
+
+	// Cancel it from its page (the form asks first).
+	browserDo(t, bp, "open the stuck build", chromedp.Navigate(c.URL+"/builds/"+stuck.ID))
+	browserDo(t, bp, "confirm dialogs", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`))
+	browserDo(t, bp, "cancel the build", chromedp.Click(chromedp.ID("cancel-build")))
+	browserWaitFor(t, bp, "the build page says cancelled", `document.getElementById("build-status").textContent === "cancelled" &&
+		!document.getElementById("retry-build").closest("form").hidden`)
+	require.Equal(t, "failed", c.Get("/api/builds/"+stuck.ID+"/status", c.KeyH()).Object(t)["status"])
+	browserPoll(t, dash, "the banner is gone", `document.getElementById("trouble") === null`)
+
+	// Retry it: on to the new build's page, pending.
+	browserDo(t, bp, "retry the build", chromedp.Click(chromedp.ID("retry-build")))
+	browserWaitFor(t, bp, "the new build's page", fmt.Sprintf(`location.pathname !== %s &&
+		document.getElementById("build-status").textContent === "pending"`, jsString("/builds/"+stuck.ID)))
+	retried := strings.TrimPrefix(browserRun(t, bp, "the new build's address", chromedp.Location()), c.URL+"/builds/")
+	r := c.Get("/api/builds/"+retried+"/status", c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status, "the retry exists: %s", r.Body)
+	require.Equal(t, "pending", r.Object(t)["status"])
+
+	// A phone, 420 px wide: nothing is cut off — the page never scrolls
+	// sideways, the cards stack, wide tables scroll inside their box.
+	phone := newTab(t, dash)
+	browserDo(t, phone, "a phone's screen", chromedp.EmulateViewport(420, 900, chromedp.EmulateMobile))
+	for _, page := range []string{"/", "/builds/" + b.ID, "/builds"} {
+		browserDo(t, phone, "open "+page+" on the phone", chromedp.Navigate(c.URL+page))
+		require.LessOrEqual(t, browserRun(t, phone, page+": the page's width",
+			chromedp.Evaluate[int](`document.documentElement.scrollWidth`)), 420, "%s is wider than the phone", page)
+		require.Equal(t, 0, browserRun(t, phone, page+": boxes past the right edge", chromedp.Evaluate[int](
+			`Array.from(document.querySelectorAll(".card, .scroll, .trouble, .actions, .logs, .filters, nav")).filter(e => e.getBoundingClientRect().right > 420.5).length`)), page)
+	}
+	browserDo(t, phone, "the overview on the phone", chromedp.Navigate(c.URL+"/"))
+	require.Greater(t, browserRun(t, phone, "the cards stack in rows", chromedp.Evaluate[int](
+		`new Set(Array.from(document.querySelectorAll("#summary .card")).map(e => Math.round(e.getBoundingClientRect().top))).size`)), 1)
+	require.True(t, browserRun(t, phone, "the builds table scrolls inside its box", chromedp.Evaluate[bool](
+		`(() => { const box = document.getElementById("builds").parentElement; return box.scrollWidth > box.clientWidth && box.clientWidth <= 420; })()`)))
+	shot := browserRun(t, phone, "a screenshot of the phone layout", chromedp.FullScreenshot(100))
+	t.Logf("phone layout screenshot: %s", saveArtifact(t, "dashboard-phone-420.png", shot))
+
 	// Without JavaScript both pages are server-rendered and readable.
 	noJS := newTab(t, dash)
-	_, err := chromedp.Call(noJS, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+	_, err = chromedp.Call(noJS, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
 	require.NoError(t, err, "disable JavaScript")
 	browserDo(t, noJS, "open the dashboard without JavaScript", chromedp.Navigate(c.URL+"/"))
 	require.Equal(t, "Expo Free Agent — build controller", browserRun(t, noJS, "title without JavaScript", chromedp.Title()))
@@ -167,6 +252,46 @@ func TestDashboardInBrowser(t *testing.T) {
 	require.Equal(t, msgs, browserRun(t, noJS, "log lines without JavaScript", chromedp.Evaluate[[]string](logMessagesJS)))
 	require.Equal(t, 0, browserRun(t, noJS, "injected elements without JavaScript",
 		chromedp.Evaluate[int](`document.querySelectorAll("main img, main script, main b").length`)))
+}
+
+// browserWaitFor waits until the JavaScript expression is true in the tab,
+// across navigations (a form's answer): each try is its own evaluation, and
+// one that fails while a page loads is tried again.
+func browserWaitFor(t *testing.T, tab context.Context, what, expr string) {
+	t.Helper()
+	deadline := time.NewTimer(browserWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(tab, 2*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("waiting: %s (last error: %v)%s", what, err, pageText(tab))
+		case <-tick.C:
+		}
+	}
+}
+
+// saveArtifact writes a file that CI keeps (a screenshot) and returns its
+// path: under $TEST_ARTIFACTS_DIR if set, else under the system's temporary
+// directory (controller-test-artifacts/<test>), which outlives the test.
+func saveArtifact(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	dir := os.Getenv("TEST_ARTIFACTS_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "controller-test-artifacts")
+	}
+	dir = filepath.Join(dir, t.Name())
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	path := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	return path
 }
 
 // logMessagesJS lists the messages of the build page's log, as text.

@@ -155,19 +155,20 @@ func TestDashboard(t *testing.T) {
 	require.NotContains(t, page, "P12-BYTES")
 	require.NotContains(t, page, "demo")
 
-	// Build page with the log, escaped; feed for the live follow.
-	bp := c.Get("/builds/"+b.ID, nil)
+	// Build page with the log, escaped; feed for the live follow (signed
+	// in: here with the admin key).
+	bp := c.Get("/builds/"+b.ID, c.KeyH())
 	require.Equal(t, http.StatusOK, bp.Status)
 	require.Contains(t, string(bp.Body), "&lt;b&gt;compiling&lt;/b&gt;")
 	require.NotContains(t, string(bp.Body), w)
-	feed := c.Get("/builds/"+b.ID+"/logs.json?after=1", nil)
+	feed := c.Get("/builds/"+b.ID+"/logs.json?after=1", c.KeyH())
 	require.Equal(t, http.StatusOK, feed.Status)
 	fm := feed.Object(t)
 	require.Equal(t, "building", fm["status"])
 	logs := fm["logs"].([]any)
 	require.Equal(t, "<b>compiling</b>", logs[len(logs)-1].(map[string]any)["message"])
 	require.NotContains(t, string(feed.Body), w)
-	require.Equal(t, http.StatusNotFound, c.Get("/builds/nope", nil).Status)
+	require.Equal(t, http.StatusNotFound, c.Get("/builds/nope", c.KeyH()).Status)
 	// Cancelled builds say so.
 	c.PostJSON("/api/builds/"+b.ID+"/cancel", nil, c.KeyH())
 	require.Contains(t, string(c.Get("/dashboard/fragment", nil).Body), ">cancelled<")

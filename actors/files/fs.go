@@ -128,3 +128,6 @@ func stringsTrimStar(pattern string) string {
 }
 
 func randUint32() uint32 { return rand.Uint32() }
+
+// ReadAt reads the temporary file back (the app info of a submitted zip).
+func (t *namedTemp) ReadAt(p []byte, off int64) (int, error) { return t.f.ReadAt(p, off) }

@@ -85,3 +85,6 @@ func (t *unnamedTemp) StartWriteback(off, n int64) error {
 func (t *namedTemp) StartWriteback(off, n int64) error {
 	return unix.SyncFileRange(int(t.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// ReadAt reads the temporary file back (the app info of a submitted zip).
+func (t *unnamedTemp) ReadAt(p []byte, off int64) (int, error) { return t.f.ReadAt(p, off) }

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 
 	"github.com/expo-free-agent/controller/store"
@@ -107,26 +106,9 @@ func (m *Manager) load(ctx context.Context, s *state) error {
 	return nil
 }
 
-// platformsOf reads capabilities.platforms: an array limits the worker to the
-// platforms it lists; anything else means any platform.
+// platformsOf reads capabilities.platforms (domain.PlatformsOf).
 func platformsOf(capabilities string) map[domain.Platform]bool {
-	var caps struct {
-		Platforms json.RawMessage `json:"platforms"`
-	}
-	if json.Unmarshal([]byte(capabilities), &caps) != nil || len(caps.Platforms) == 0 {
-		return nil
-	}
-	var list []any
-	if json.Unmarshal(caps.Platforms, &list) != nil || list == nil { // not an array ({"platforms": null} too)
-		return nil
-	}
-	set := map[domain.Platform]bool{}
-	for _, p := range list {
-		if s, ok := p.(string); ok {
-			set[domain.Platform(s)] = true
-		}
-	}
-	return set
+	return domain.PlatformsOf(capabilities)
 }
 
 // enqueue puts a build at its place in the FIFO (once).

@@ -25,11 +25,16 @@ var (
 	ErrTooManyRetries = errors.New("queue: too many retries")
 )
 
-// Submission is a new build: its platform and its staged files.
+// Submission is a new build: its platform, its staged files, and what
+// people recognise it by.
 type Submission struct {
 	Platform domain.Platform
 	Source   *files.Staged // required
 	Certs    *files.Staged // nil when the build has no certs
+	// App is the project's name and version (empty when unknown); Label
+	// the submitter's label ("" for none).
+	App   files.AppInfo
+	Label string
 }
 
 // Submitted is a build that was created: durable and queued.
@@ -49,7 +54,8 @@ type Submitted struct {
 // file commit's.
 func (m *Manager) Submit(ctx context.Context, sub Submission) (Submitted, error) {
 	defer func() { sub.Source.Discard(); sub.Certs.Discard() }() // no-ops once committed
-	return m.create(ctx, store.NewBuild{Platform: sub.Platform}, func(id string) (string, *string, error) {
+	nb := store.NewBuild{Platform: sub.Platform, AppName: sub.App.Name, AppVersion: sub.App.Version, Label: sub.Label}
+	return m.create(ctx, nb, func(id string) (string, *string, error) {
 		src, err := sub.Source.Commit(id, ".zip")
 		if err != nil || sub.Certs == nil {
 			return src, nil, err

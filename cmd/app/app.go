@@ -142,6 +142,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		HeaderTimeout:   cfg.HeaderTimeout,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		MetricsPublic:   cfg.MetricsPublic,
+		DashboardPublic: cfg.DashboardPublic,
+		BuildTimeout:    cfg.BuildTimeout,
+		WorkerTimeout:   cfg.WorkerTimeout,
 		Clock:           cfg.Clock,
 	}, q, db, fs, log.With("service", "http"))
 	services := supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv}

@@ -59,7 +59,10 @@ type Config struct {
 	LogFormat      string // text or json
 	LogLevel       string // debug, info, warn, error
 	MetricsPublic  bool   // serve /metrics without the API key
-	PprofAddr      string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
+	// DashboardPublic opens the dashboard's build pages and logs without
+	// sign-in.
+	DashboardPublic bool
+	PprofAddr       string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
 
 	// Webhooks (docs/API.md §3.5): off without a URL.
 	WebhookURLs   []string // receivers of the build events
@@ -111,7 +114,7 @@ type setting struct {
 }
 
 // boolFlags may be given without a value ("--metrics-public" means true).
-var boolFlags = map[string]bool{"metrics-public": true}
+var boolFlags = map[string]bool{"metrics-public": true, "dashboard-public": true}
 
 // multiFlags may be repeated, each value applied in order; their
 // environment variable holds a comma-separated list.
@@ -149,6 +152,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"log-format", "CONTROLLER_LOG_FORMAT", "server log format: text or json", choiceSetter(&cfg.LogFormat, "text", "json"), cfg.LogFormat},
 		{"log-level", "CONTROLLER_LOG_LEVEL", "server log level: debug, info, warn or error", choiceSetter(&cfg.LogLevel, "debug", "info", "warn", "error"), cfg.LogLevel},
 		{"metrics-public", "CONTROLLER_METRICS_PUBLIC", "serve /metrics without the API key", boolSetter(&cfg.MetricsPublic), strconv.FormatBool(cfg.MetricsPublic)},
+		{"dashboard-public", "CONTROLLER_DASHBOARD_PUBLIC", "show build pages, history and logs without sign-in", boolSetter(&cfg.DashboardPublic), strconv.FormatBool(cfg.DashboardPublic)},
 		{"pprof-addr", "CONTROLLER_PPROF_ADDR", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty", func(v string) error { cfg.PprofAddr = v; return nil }, ""},
 		{"webhook-url", "CONTROLLER_WEBHOOK_URLS", "POST build events to this http(s) URL; repeat for more (the environment takes a comma-separated list); off when none", webhookURLSetter(&cfg.WebhookURLs), ""},
 		{"webhook-secret", "CONTROLLER_WEBHOOK_SECRET", "key of the webhooks' HMAC-SHA256 signature; required with --webhook-url, at least 16 characters", func(v string) error { cfg.WebhookSecret = v; return nil }, ""},

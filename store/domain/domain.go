@@ -5,7 +5,10 @@
 // httpapi all import it.
 package domain
 
-import "strings"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // BuildStatus is the state of a build (docs/API.md §5.1). No other value is
 // ever stored or sent.
@@ -98,6 +101,9 @@ type Build struct {
 	Assignment int
 	// VMReadyAt is when the current assignment's VM said it is ready.
 	VMReadyAt *int64
+	// AppName and AppVersion are expo.name and expo.version of the
+	// project's app.json, and Label the submitter's label ("" when absent).
+	AppName, AppVersion, Label string
 }
 
 // Running reports whether the build has a current assignee.
@@ -177,4 +183,26 @@ func ParseID(s string) (string, bool) {
 		}
 	}
 	return strings.ToLower(s), true
+}
+
+// PlatformsOf reads a worker's capabilities.platforms: an array limits the
+// worker to the platforms it lists; anything else means any platform (nil).
+func PlatformsOf(capabilities string) map[Platform]bool {
+	var caps struct {
+		Platforms json.RawMessage `json:"platforms"`
+	}
+	if json.Unmarshal([]byte(capabilities), &caps) != nil || len(caps.Platforms) == 0 {
+		return nil
+	}
+	var list []any
+	if json.Unmarshal(caps.Platforms, &list) != nil || list == nil { // not an array ({"platforms": null} too)
+		return nil
+	}
+	set := map[Platform]bool{}
+	for _, p := range list {
+		if s, ok := p.(string); ok {
+			set[Platform(s)] = true
+		}
+	}
+	return set
 }

@@ -1,0 +1,13 @@
+-- What people recognise a build by (the dashboard): the app's name and
+-- version from the submitted project's app.json (expo.name, expo.version),
+-- and the submitter's label. All optional: NULL when absent.
+ALTER TABLE builds ADD COLUMN app_name    TEXT;
+ALTER TABLE builds ADD COLUMN app_version TEXT;
+ALTER TABLE builds ADD COLUMN label       TEXT;
+
+-- The history's search by app name, case-insensitive, in list order.
+CREATE INDEX builds_by_app ON builds (app_name COLLATE NOCASE, submitted_at, id);
+
+-- The builds finished in the last hour (the dashboard's failure rate): a
+-- range of this index, not the history.
+CREATE INDEX builds_by_completed ON builds (completed_at) WHERE completed_at IS NOT NULL;
