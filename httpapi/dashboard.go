@@ -57,6 +57,7 @@ type dashBuild struct {
 	NearTimeout                                bool
 	TimeoutIn                                  string
 	OriginalBuildID, OriginalShort, WorkerName string
+	Stage                                      string // a running build's last reported stage
 }
 
 // Title is what people recognise the build by: its app's name (and
@@ -306,7 +307,7 @@ func (s *Server) toDashBuild(b domain.Build, names map[string]string, now int64)
 		if b.LastActivityAt != nil {
 			heard = max(heard, *b.LastActivityAt)
 		}
-		d.LastHeardAt, d.Heard = heard, fmtDuration(now-heard)
+		d.LastHeardAt, d.Heard, d.Stage = heard, fmtDuration(now-heard), b.Stage
 		left := s.cfg.BuildTimeout.Milliseconds() - (now - heard)
 		d.NearTimeout = float64(now-heard) >= nearTimeout*float64(s.cfg.BuildTimeout.Milliseconds())
 		d.TimeoutIn = fmtDuration(left)

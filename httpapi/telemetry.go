@@ -70,7 +70,8 @@ func parseTelemetry(req telemetryRequest, got fields, buildID, workerID string) 
 	case "monitor_started":
 		return &store.LogInput{Level: domain.LevelInfo, Message: "[VM] Monitor started"}, nil, nil
 	case "heartbeat":
-		return &store.LogInput{Level: domain.LevelInfo, Message: vmHeartbeatLine(data)}, nil, nil
+		stage, _ := data["stage"].(string)
+		return &store.LogInput{Level: domain.LevelInfo, Message: vmHeartbeatLine(data), Stage: stage}, nil, nil
 	case "cpu_snapshot":
 		cpu, cok := number(data["cpu_percent"])
 		mem, mok := number(data["memory_mb"])

@@ -43,7 +43,7 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
 			started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
-			vm_ready_at = NULL, host_token = NULL
+			vm_ready_at = NULL, host_token = NULL, stage = NULL
 			WHERE id = ? AND status = 'pending'`, workerID, now, now, buildID)
 		if err != nil {
 			return err

@@ -12,7 +12,7 @@ import (
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
 	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
 	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id,
-	assignment, vm_ready_at, app_name, app_version, label`
+	assignment, vm_ready_at, app_name, app_version, label, stage`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -23,13 +23,13 @@ func scanBuild(r scanner) (domain.Build, error) {
 		root                                           sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
 		vmReady                                        sql.NullInt64
-		appName, appVersion, label                     sql.NullString
+		appName, appVersion, label, stage              sql.NullString
 		progress                                       sql.NullFloat64
 	)
 	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
 		&result, &resultSize, &sha, &b.TokenHash, &original, &root, &b.Assignment, &vmReady,
-		&appName, &appVersion, &label)
+		&appName, &appVersion, &label, &stage)
 	if err != nil {
 		return domain.Build{}, err
 	}
@@ -37,7 +37,7 @@ func scanBuild(r scanner) (domain.Build, error) {
 	b.ResultPath, b.ResultSHA256, b.OriginalBuildID = ptrString(result), ptrString(sha), ptrString(original)
 	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
 	b.ResultSize, b.RootBuildID, b.VMReadyAt = ptrInt(resultSize), ptrString(root), ptrInt(vmReady)
-	b.AppName, b.AppVersion, b.Label = appName.String, appVersion.String, label.String
+	b.AppName, b.AppVersion, b.Label, b.Stage = appName.String, appVersion.String, label.String, stage.String
 	if progress.Valid {
 		p := progress.Float64
 		b.Progress = &p

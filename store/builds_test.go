@@ -944,6 +944,21 @@ func TestRecordTelemetry(t *testing.T) {
 		require.Equal(t, []any{b, w, t0 + 3000, 87.5, 2048.0}, []any{sb, sw, ts, cpu, memMB})
 	})
 
+	t.Run("Stage/KeptUntilTheNextAssignment", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b, w := d.running(t, "w", t0)
+		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, w, t0+3000,
+			&store.LogInput{Level: domain.LevelInfo, Message: "[VM] Stage: archive", Stage: "archive"}, nil))
+		require.Equal(t, "archive", d.get(t, b).Stage)
+		out, err := d.s.TimeoutBuild(t.Context(), b, w, t0+5000, t0+5000, 3)
+		require.NoError(t, err)
+		require.Equal(t, domain.TimeoutRequeued, out)
+		require.Equal(t, "archive", d.get(t, b).Stage, "shown until a worker takes it again")
+		require.NoError(t, d.s.AssignBuild(t.Context(), b, w, t0+6000))
+		require.Empty(t, d.get(t, b).Stage)
+	})
+
 	t.Run("SnapshotOnly/NoLogLine", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)

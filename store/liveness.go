@@ -51,6 +51,12 @@ func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, n
 			if err := appendLog(ctx, tx, buildID, now, line.Level, line.Message); err != nil {
 				return err
 			}
+			if line.Stage != "" {
+				if _, err := tx.ExecContext(ctx, `UPDATE builds SET stage = ? WHERE id = ?`,
+					domain.Clip(line.Stage, domain.MaxStage), buildID); err != nil {
+					return err
+				}
+			}
 		}
 		if snap != nil {
 			_, err := tx.ExecContext(ctx, `INSERT INTO cpu_snapshots (build_id, worker_id, timestamp,

@@ -12,6 +12,9 @@ import (
 type LogInput struct {
 	Level   domain.LogLevel
 	Message string
+	// Stage, when set, is also kept as the build's current stage (a VM's
+	// heartbeat through telemetry; RecordTelemetry only).
+	Stage string
 }
 
 func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level domain.LogLevel, message string) error {

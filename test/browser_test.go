@@ -127,6 +127,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	browserPoll(t, dash, "the row says building", fmt.Sprintf(
 		`(() => { const r = document.querySelector(%s); return r && r.dataset.status === "building"; })()`, jsString(row)))
 
+	// Stage and progress from the VM's heartbeats show on both pages.
+	r := c.PostJSON("/api/builds/"+b.ID+"/telemetry", map[string]any{"type": "heartbeat",
+		"data": map[string]any{"stage": "archiving"}}, c.KeyH("X-Worker-Id", w, "X-Build-Id", b.ID))
+	require.Equal(t, http.StatusOK, r.Status, "telemetry: %s", r.Body)
+	r = c.PostJSON("/api/builds/"+b.ID+"/heartbeat?worker_id="+w, map[string]any{"progress": 65}, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status, "heartbeat: %s", r.Body)
+	browserPoll(t, bp, "the build page shows stage and progress", `document.getElementById("build-stage").textContent === "archiving" &&
+		document.getElementById("build-progress-text").textContent === "65%"`)
+	browserPoll(t, dash, "the running table shows stage and progress", fmt.Sprintf(`(() => {
+		const r = document.querySelector(%s);
+		return r !== null && r.querySelector(".stage").textContent === "archiving" && r.textContent.includes("65%%");
+	})()`, jsString(fmt.Sprintf(`#running tr[data-build=%q]`, b.ID))))
+
 	// The worker uploads its result: the build page and the dashboard say
 	// completed, still without a reload.
 	result := []byte("browser test result")
@@ -210,7 +223,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	browserWaitFor(t, bp, "the new build's page", fmt.Sprintf(`location.pathname !== %s &&
 		document.getElementById("build-status").textContent === "pending"`, jsString("/builds/"+stuck.ID)))
 	retried := strings.TrimPrefix(browserRun(t, bp, "the new build's address", chromedp.Location()), c.URL+"/builds/")
-	r := c.Get("/api/builds/"+retried+"/status", c.KeyH())
+	r = c.Get("/api/builds/"+retried+"/status", c.KeyH())
 	require.Equal(t, http.StatusOK, r.Status, "the retry exists: %s", r.Body)
 	require.Equal(t, "pending", r.Object(t)["status"])
 

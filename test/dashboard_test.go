@@ -315,8 +315,17 @@ func TestDashboardTrouble(t *testing.T) {
 	w := c.Register("mac-1", "ios")
 	require.Equal(t, []string{"stuck: 2 android builds waiting; no online worker takes android"}, troubles())
 
-	// Its build, unheard of for 100 s of a 150 s timeout, is near it.
+	// Its build, unheard of for 100 s of a 150 s timeout, is near it. Its
+	// stage and progress come from the VM's heartbeats.
 	require.Equal(t, ios.ID, c.Poll(w)["id"])
+	r := c.PostJSON("/api/builds/"+ios.ID+"/telemetry", map[string]any{"type": "heartbeat",
+		"data": map[string]any{"stage": "xcodebuild archive"}}, c.KeyH("X-Worker-Id", w, "X-Build-Id", ios.ID))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	r = c.PostJSON("/api/builds/"+ios.ID+"/heartbeat?worker_id="+w, map[string]any{"progress": 40}, c.KeyH())
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	frag := string(c.Get("/dashboard/fragment", nil).Body)
+	require.Contains(t, frag, `<td class="stage">xcodebuild archive</td>`)
+	require.Contains(t, frag, `<progress max="100" value="40"></progress> 40%`)
 	c.Clock.Advance(100 * time.Second)
 	require.Equal(t, []string{"stuck: 2 android builds waiting; no online worker takes android",
 		"timeout: Build " + ios.ID[:8] + " not heard from for 1m 40s; it times out in 50.0s"}, troubles())

@@ -160,8 +160,11 @@
         els[i].hidden = !((w === "unfinished" && !d.finished) || (w === "finished" && d.finished) ||
           (w === "result" && d.hasResult));
       }
-      var row = document.getElementById("progress-row");
-      if (row) row.hidden = d.finished || d.status === "pending";
+      ["progress-row", "stage-row"].forEach(function (rowId) {
+        var row = document.getElementById(rowId);
+        if (row) row.hidden = d.finished || d.status === "pending";
+      });
+      text("build-stage", d.stage);
       if (d.progress >= 0) {
         document.getElementById("build-progress").value = d.progress;
         text("build-progress-text", d.progress + "%");

@@ -104,6 +104,9 @@ type Build struct {
 	// AppName and AppVersion are expo.name and expo.version of the
 	// project's app.json, and Label the submitter's label ("" when absent).
 	AppName, AppVersion, Label string
+	// Stage is what the running build's VM last said it is doing ("" when
+	// unknown), cleared at each assignment.
+	Stage string
 }
 
 // Running reports whether the build has a current assignee.

@@ -13,6 +13,7 @@ const (
 	MaxLogMessage   = 16 << 10 // a build log line (POST logs, telemetry, the controller's own)
 	MaxErrorMessage = 4 << 10  // a build's error message (upload's error_message)
 	MaxWorkerName   = 256      // a worker's name
+	MaxStage        = 256      // a VM's reported stage (telemetry heartbeat)
 )
 
 // Clip returns s as valid UTF-8 (invalid bytes replaced by U+FFFD) of at most
