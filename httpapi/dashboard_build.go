@@ -188,11 +188,12 @@ type errorPage struct {
 // a caller who must sign in (401), else a page with the status and message.
 func (s *Server) pageError(c echo.Context, a answer) error {
 	if a.status == http.StatusUnauthorized && a.msg == msgSignInRequired {
-		next := "/"
-		if c.Request().Method == http.MethodGet {
-			next = c.Request().URL.RequestURI()
+		v := signInView{Next: "/"}
+		if req := c.Request(); req.Method == http.MethodGet {
+			v.Next = safeNext(req.URL.RequestURI())
+			v.Reload = req.Header.Get("Sec-Fetch-Site") == "cross-site"
 		}
-		return s.renderStatus(c, a.status, "signin.html", signInView{Next: safeNext(next)})
+		return s.renderStatus(c, a.status, "signin.html", v)
 	}
 	return s.renderStatus(c, a.status, "error.html", errorPage{Viewer: s.viewerOf(c), Status: a.status,
 		Title: http.StatusText(a.status), Message: a.msg})

@@ -11,6 +11,7 @@ const (
 	msgBodyTooLarge     = "Request body too large"
 	msgInvalidMultipart = "Invalid multipart body"
 	msgNotMultipart     = "Content must be multipart/form-data"
+	msgNotForm          = "Content must be application/x-www-form-urlencoded"
 
 	// Credentials and identity claims (§1.2).
 	msgMissingKey        = "Missing X-API-Key header"

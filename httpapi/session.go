@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +28,8 @@ const (
 	sessionTTL    = 12 * time.Hour
 	maxSessions   = 1000
 	csrfField     = "csrf"
+	maxFormBody   = 64 << 10 // a dashboard form
+	ctxForm       = "dashboardForm"
 	// Sign-in attempts per client address: 5 at once, then one per 2 s.
 	signInEvery = 2 * time.Second
 	signInBurst = 5
@@ -140,7 +144,11 @@ func checkForm(c echo.Context, cl Caller) error {
 			return fail(http.StatusForbidden, msgBadFormToken)
 		}
 	}
-	got := c.FormValue(csrfField)
+	form, err := dashboardForm(c)
+	if err != nil {
+		return err
+	}
+	got := form.Get(csrfField)
 	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(cl.CSRF)) != 1 {
 		return fail(http.StatusForbidden, msgBadFormToken)
 	}
@@ -156,6 +164,10 @@ func (s *Server) setSessionCookie(c echo.Context, value string, maxAge int) {
 type signInView struct {
 	Next, Error string
 	SignedIn    bool
+	// Reload: the page was reached from another site, whose navigation
+	// carries no SameSite=Strict cookie; it loads itself again, same-site,
+	// so a signed-in operator following a link is not asked to sign in.
+	Reload bool
 }
 
 // signInPage is GET /signin: the form that posts the admin key.
@@ -169,7 +181,11 @@ func (s *Server) signInPage(c echo.Context) error {
 // the form again, 401 with one fixed text (400 for none); attempts are paced per client
 // address (429).
 func (s *Server) signIn(c echo.Context) error {
-	next := safeNext(c.FormValue("next"))
+	form, err := dashboardForm(c)
+	if err != nil {
+		return err
+	}
+	next := safeNext(form.Get("next"))
 	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
 	if err != nil {
 		host = c.Request().RemoteAddr
@@ -177,7 +193,7 @@ func (s *Server) signIn(c echo.Context) error {
 	if ok, wait := s.signIns.allow(host); !ok {
 		return tooMany(c, msgTooManySignIns, wait)
 	}
-	switch key := c.FormValue("key"); {
+	switch key := form.Get("key"); {
 	case key == "":
 		return s.renderStatus(c, http.StatusBadRequest, "signin.html", signInView{Next: next, Error: msgKeyRequired})
 	case !s.keyMatches(key):
@@ -198,6 +214,37 @@ func (s *Server) signOut(c echo.Context) error {
 	}
 	s.setSessionCookie(c, "", -1)
 	return c.Redirect(http.StatusSeeOther, "/")
+}
+
+// dashboardForm is the request's form body, read once: only
+// application/x-www-form-urlencoded (what the dashboard's forms send; an
+// empty body is an empty form), at most maxFormBody bytes, and never the
+// query — a key must not travel in a URL. Answers: 400 Content must be
+// application/x-www-form-urlencoded; 413 Request body too large.
+func dashboardForm(c echo.Context) (url.Values, error) {
+	if f, ok := c.Get(ctxForm).(url.Values); ok {
+		return f, nil
+	}
+	req := c.Request()
+	form := url.Values{}
+	if req.ContentLength != 0 {
+		mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
+		if err != nil || mt != echo.MIMEApplicationForm {
+			return nil, fail(http.StatusBadRequest, msgNotForm)
+		}
+		body, err := io.ReadAll(io.LimitReader(req.Body, maxFormBody+1))
+		if err != nil {
+			return nil, fail(http.StatusBadRequest, msgNotForm)
+		}
+		if len(body) > maxFormBody {
+			return nil, tooLarge(msgBodyTooLarge)
+		}
+		if form, err = url.ParseQuery(string(body)); err != nil {
+			return nil, fail(http.StatusBadRequest, msgNotForm)
+		}
+	}
+	c.Set(ctxForm, form)
+	return form, nil
 }
 
 // safeNext is a local path to go on to after signing in: "/" unless next

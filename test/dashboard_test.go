@@ -134,6 +134,24 @@ func TestDashboardSignIn(t *testing.T) {
 	require.Contains(t, string(r.Body), "Wrong key")
 	require.Empty(t, r.Header.Values("Set-Cookie"))
 	require.Equal(t, http.StatusBadRequest, anon.post(t, "/signin", nil).Status)
+	// The key is read from the form body only, never from the URL; a body
+	// that is not a small urlencoded form is refused.
+	r = anon.post(t, "/signin?key="+url.QueryEscape(c.Key), url.Values{"next": {"/"}})
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Contains(t, string(r.Body), "Admin key required")
+	r = anon.post(t, "/signin", url.Values{"key": {c.Key}}, "Content-Type", "multipart/form-data; boundary=x")
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Contains(t, string(r.Body), "Content must be application/x-www-form-urlencoded")
+	r = anon.post(t, "/signin", url.Values{"key": {c.Key}, "pad": {strings.Repeat("x", 64<<10)}})
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.Status)
+	require.Empty(t, r.Header.Values("Set-Cookie"))
+	// A link from another site carries no SameSite=Strict cookie: the form
+	// loads itself again, same-site (no loop: that request is same-origin).
+	req, err := http.NewRequest(http.MethodGet, c.URL+"/builds/"+b.ID, nil)
+	require.NoError(t, err)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	require.Contains(t, string(anon.do(t, req).Body), `<meta http-equiv="refresh" content="0">`)
+	require.NotContains(t, string(anon.get(t, "/builds/"+b.ID).Body), `http-equiv="refresh"`)
 
 	// The key signs in: an HttpOnly, SameSite=Strict cookie; next must be
 	// a local path.
