@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -49,7 +51,7 @@ func (s *Server) buildPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	names, err := s.workerNames(c)
+	names, err := s.workerNames(c, b)
 	if err != nil {
 		return err
 	}
@@ -62,13 +64,20 @@ func (s *Server) buildPage(c echo.Context) error {
 	return s.render(c, "build.html", v)
 }
 
-func (s *Server) workerNames(c echo.Context) (map[string]string, error) {
-	workers, err := s.store.ListWorkers(c.Request().Context())
-	if err != nil {
-		return nil, err
+// workerNames names the build's worker, for toDashBuild: one row, not the
+// fleet (a build page polls it while the build runs). A worker that is gone
+// is left out (shown as "(unknown worker)").
+func (s *Server) workerNames(c echo.Context, b domain.Build) (map[string]string, error) {
+	names := map[string]string{}
+	if b.WorkerID == nil {
+		return names, nil
 	}
-	names := make(map[string]string, len(workers))
-	for _, w := range workers {
+	w, err := s.store.GetWorker(c.Request().Context(), *b.WorkerID)
+	switch {
+	case errors.Is(err, store.ErrWorkerNotFound):
+	case err != nil:
+		return nil, err
+	default:
 		names[w.ID] = w.Name
 	}
 	return names, nil
@@ -86,7 +95,7 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	names, err := s.workerNames(c)
+	names, err := s.workerNames(c, b)
 	if err != nil {
 		return err
 	}
