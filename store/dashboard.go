@@ -19,18 +19,26 @@ type Facts struct {
 	TokenWorkers map[string]bool
 }
 
+// The facts' statements: each reads one index range.
+const (
+	pendingByPlatformSQL = `SELECT platform, COUNT(*) FROM builds INDEXED BY builds_by_status
+		WHERE status = 'pending' GROUP BY platform`
+	finishedSinceSQL = `SELECT
+		(SELECT COUNT(*) FROM builds INDEXED BY builds_by_end WHERE status = 'completed' AND completed_at >= ?),
+		(SELECT COUNT(*) FROM builds INDEXED BY builds_by_end WHERE status = 'failed' AND completed_at >= ? AND NOT cancelled)`
+)
+
 // DashboardFacts reads Facts in one read transaction; the builds finished
 // since since are counted. Each read is bounded by what it counts — the
 // queue (builds_by_status), the builds finished in the window
-// (builds_by_completed), the worker tokens — never by the history. It
+// (builds_by_end, migration 0009), the worker tokens — never by the history. It
 // returns ErrTimeout or ErrInternal.
 func (s *Store) DashboardFacts(ctx context.Context, since int64) (Facts, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	f := Facts{PendingByPlatform: map[domain.Platform]int{}, TokenWorkers: map[string]bool{}}
 	err := s.readTx(ctx, "dashboard facts", func(tx *sql.Tx) error {
-		err := eachRow(ctx, tx, `SELECT platform, COUNT(*) FROM builds INDEXED BY builds_by_status
-			WHERE status = 'pending' GROUP BY platform`, func(r *sql.Rows) error {
+		err := eachRow(ctx, tx, pendingByPlatformSQL, func(r *sql.Rows) error {
 			var (
 				p domain.Platform
 				n int
@@ -42,9 +50,8 @@ func (s *Store) DashboardFacts(ctx context.Context, since int64) (Facts, error) 
 		if err != nil {
 			return err
 		}
-		err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FILTER (WHERE status = 'completed'),
-			COUNT(*) FILTER (WHERE status = 'failed' AND NOT cancelled)
-			FROM builds INDEXED BY builds_by_completed WHERE completed_at >= ?`, since).Scan(&f.Completed, &f.Failed)
+		err = tx.QueryRowContext(ctx, finishedSinceSQL,
+			since, since).Scan(&f.Completed, &f.Failed)
 		if err != nil {
 			return err
 		}

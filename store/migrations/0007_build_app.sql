@@ -10,7 +10,3 @@ ALTER TABLE builds ADD COLUMN stage       TEXT;
 
 -- The history's search by app name, case-insensitive, in list order.
 CREATE INDEX builds_by_app ON builds (app_name COLLATE NOCASE, submitted_at, id);
-
--- The builds finished in the last hour (the dashboard's failure rate): a
--- range of this index, not the history.
-CREATE INDEX builds_by_completed ON builds (completed_at) WHERE completed_at IS NOT NULL;
