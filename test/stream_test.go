@@ -212,7 +212,7 @@ func TestLiveLog(t *testing.T) {
 			func() *liveLog {
 				return c.openLiveLog(t, "/api/builds/"+b.ID+"/logs/stream?after=2", H{"X-Build-Token": b.Token})
 			},
-			func() *liveLog { return c.openLiveLog(t, "/builds/"+b.ID+"/logs/stream?after=2", nil) },
+			func() *liveLog { return c.openLiveLog(t, "/builds/"+b.ID+"/logs/stream?after=2", c.KeyH()) },
 		} {
 			l := open()
 			require.Equal(t, http.StatusOK, l.Status)
@@ -312,7 +312,7 @@ func TestLiveLog(t *testing.T) {
 			{path, H{"X-Build-Token": other.Token}, http.StatusForbidden, ""},
 			{"/api/builds/not-a-uuid/logs/stream", c.KeyH(), http.StatusNotFound, "Build not found"},
 			{"/api/builds/00000000-0000-4000-8000-000000000000/logs/stream", c.KeyH(), http.StatusNotFound, ""},
-			{"/builds/00000000-0000-4000-8000-000000000000/logs/stream", nil, http.StatusNotFound, ""},
+			{"/builds/00000000-0000-4000-8000-000000000000/logs/stream", c.KeyH(), http.StatusNotFound, ""},
 		} {
 			r := c.Get(tc.path, tc.h)
 			require.Equal(t, tc.status, r.Status, "%s %v: %s", tc.path, tc.h, r.Body)
