@@ -193,7 +193,10 @@ func (s *Server) overviewFragment(c echo.Context) ([]byte, error) {
 	}
 	s.dash.mu.Unlock()
 	if variant == 1 {
-		out = bytes.ReplaceAll(out, []byte(csrfPlaceholder), []byte(template.HTMLEscapeString(cl.CSRF)))
+		// Only the attribute is replaced, quotes included: escaped data
+		// (a worker named "@@CSRF@@") can never contain a bare quote.
+		out = bytes.ReplaceAll(out, []byte(`name="csrf" value="`+csrfPlaceholder+`"`),
+			[]byte(`name="csrf" value="`+template.HTMLEscapeString(cl.CSRF)+`"`))
 	}
 	return out, nil
 }

@@ -64,6 +64,13 @@ func TestDashboardInBrowser(t *testing.T) {
 			document.querySelector(%[2]s) !== null;
 	})()`, jsString(row), jsString(fmt.Sprintf(`#queue tr[data-build=%q]`, b.ID))))
 
+	// Times read "just now" / "… ago", with the full local time on hover.
+	browserPoll(t, dash, "the submitted time is relative", fmt.Sprintf(`(() => {
+		const el = document.querySelector(%s + " time.ago");
+		return el !== null && /^(just now|\d+ s ago|\d+ min ago)$/.test(el.textContent) &&
+			el.title !== "" && !el.title.endsWith("UTC") && el.title === new Date(+el.dataset.ts).toLocaleString();
+	})()`, jsString(row)))
+
 	// A worker whose name is HTML takes the build: assigned, named as text.
 	w := c.Register(xssWorkerName, "ios")
 	job := c.Poll(w)
