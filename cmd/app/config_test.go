@@ -308,7 +308,15 @@ func TestParseArgsBoolFlag(t *testing.T) {
 		require.NoError(t, err, args)
 		require.Equal(t, want, cfg.MetricsPublic, args)
 	}
-	cfg, err := ParseArgs([]string{"--pprof-addr", "127.0.0.1:6060"}, env(nil), &bytes.Buffer{})
+	for args, want := range map[string]bool{"--dashboard-public": true, "--dashboard-public=false": false} {
+		cfg, err := ParseArgs([]string{args}, env(nil), &bytes.Buffer{})
+		require.NoError(t, err, args)
+		require.Equal(t, want, cfg.DashboardPublic, args)
+	}
+	cfg, err := ParseArgs(nil, env(map[string]string{"CONTROLLER_DASHBOARD_PUBLIC": "true"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.True(t, cfg.DashboardPublic)
+	cfg, err = ParseArgs([]string{"--pprof-addr", "127.0.0.1:6060"}, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:6060", cfg.PprofAddr)
 }
