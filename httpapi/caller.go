@@ -218,9 +218,10 @@ func (s *Server) resolve(c echo.Context, r *route) (Caller, error) {
 	return cl, nil
 }
 
-// credential checks the credential the route admits: a VM or host token, a
-// worker token, the admin or worker key, a build token — in that order, so a
-// bad token is refused even next to a valid key.
+// credential checks the credential the route admits: a dashboard session
+// cookie (only when no X-API-Key is sent: a key, if sent, alone decides), a
+// VM or host token, a worker token, the admin or worker key, a build token —
+// in that order, so a bad token is refused even next to a valid key.
 func (s *Server) credential(c echo.Context, a access) (Caller, error) {
 	h := c.Request().Header
 	if a.kinds.has(Session) && h.Get(headerAPIKey) == "" {

@@ -167,7 +167,8 @@ func (s *Server) echo() *echo.Echo {
 }
 
 // RouteInfo is one registered route and the name of its access rule
-// ("public", "key", "keyOrToken", "workerKey", "worker", "assignee", "vm"),
+// ("public", "key", "keyOrToken", "workerKey", "worker", "assignee", "vm",
+// "dashboard", "session", "sessionForm"),
 // for the auth-matrix test.
 type RouteInfo struct {
 	Method, Path, Access string
