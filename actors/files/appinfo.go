@@ -21,7 +21,7 @@ type AppInfo struct {
 // count (checked from its end record before Go's zip reader loads the
 // directory), the app.json entry's size, and the length of a kept value.
 const (
-	maxZipEntries  = 200_000
+	maxZipEntries  = 50_000 // Go's reader holds ~200 bytes per entry: 10 MB at most
 	maxAppJSONSize = 256 << 10
 	maxAppField    = 100
 )

@@ -3,6 +3,9 @@ package files
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
+	"fmt"
+	"hash/crc32"
 	"strings"
 	"testing"
 
@@ -50,19 +53,49 @@ func TestReadAppInfo(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, strings.Repeat("é", maxAppField), info.Name)
 	})
+	t.Run("TooManyEntries", func(t *testing.T) {
+		entries := []string{"app.json", `{"expo":{"name":"x"}}`}
+		for i := 0; i < maxZipEntries; i++ {
+			entries = append(entries, fmt.Sprint("f", i), "")
+		}
+		_, err := read(zipOf(t, false, entries...))
+		require.Error(t, err, "the directory is not loaded")
+	})
 	for name, r := range map[string]*bytes.Reader{
 		"NoAppJSON":  zipOf(t, false, "package.json", `{"name":"x"}`),
 		"NoExpoName": zipOf(t, false, "app.json", `{"name":"x"}`),
 		"NotJSON":    zipOf(t, false, "app.json", `{"expo":`),
 		"NotAZip":    bytes.NewReader([]byte("PK\x03\x04 not really a zip")),
 		"Empty":      bytes.NewReader(nil),
-		// A bomb: 64 MiB of spaces deflate to a few KiB; the read stops
-		// at the cap.
-		"Bomb": zipOf(t, true, "app.json", `{"expo":{"name":"x"}}`+strings.Repeat(" ", 64<<20)),
+		// A bomb that says how large it is: refused unread.
+		"Bomb":      zipOf(t, true, "app.json", `{"expo":{"name":"x"}}`+strings.Repeat(" ", 4<<20)),
+		"LyingBomb": lyingBomb(t),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := read(r)
 			require.Error(t, err)
 		})
 	}
+}
+
+// lyingBomb is a zip whose app.json declares 21 bytes and inflates to 4 MiB:
+// the read stops early (Go's reader at the declared size, ours at the cap).
+func lyingBomb(t *testing.T) *bytes.Reader {
+	t.Helper()
+	body := []byte(`{"expo":{"name":"x"}}` + strings.Repeat(" ", 4<<20))
+	var deflated bytes.Buffer
+	fw, err := flate.NewWriter(&deflated, flate.BestCompression)
+	require.NoError(t, err)
+	_, err = fw.Write(body)
+	require.NoError(t, err)
+	require.NoError(t, fw.Close())
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateRaw(&zip.FileHeader{Name: "app.json", Method: zip.Deflate, CRC32: crc32.ChecksumIEEE(body),
+		CompressedSize64: uint64(deflated.Len()), UncompressedSize64: 21})
+	require.NoError(t, err)
+	_, err = w.Write(deflated.Bytes())
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	return bytes.NewReader(buf.Bytes())
 }
