@@ -136,11 +136,16 @@ func (s *Server) sessionCaller(c echo.Context) (Caller, bool) {
 }
 
 // checkForm is the CSRF check of a signed-in form: the Origin, when the
-// browser sends one, is this host, and the form's token is the session's.
+// browser sends one, is this host (as the request or a proxy's
+// X-Forwarded-Host names it: a browser cannot send that header to another
+// site without a preflight, which is refused), and the form's token is the
+// session's.
 func checkForm(c echo.Context, cl Caller) error {
-	if o := c.Request().Header.Get(echo.HeaderOrigin); o != "" {
+	req := c.Request()
+	if o := req.Header.Get(echo.HeaderOrigin); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || u.Host != c.Request().Host {
+		fwd := req.Header.Get("X-Forwarded-Host")
+		if err != nil || u.Host == "" || (u.Host != req.Host && u.Host != fwd) {
 			return fail(http.StatusForbidden, msgBadFormToken)
 		}
 	}

@@ -229,9 +229,14 @@ func TestDashboardActions(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, s.post(t, "/builds/"+b.ID+"/cancel", url.Values{"csrf": {s.csrf}},
 		"Origin", "https://evil.example").Status)
 	require.Equal(t, "pending", c.Get("/api/builds/"+b.ID+"/status", c.KeyH()).Object(t)["status"])
+	// Behind a proxy that names the public host in X-Forwarded-Host, that
+	// host's Origin is this site (the token still decides).
+	require.Equal(t, http.StatusForbidden, s.post(t, "/builds/"+b.ID+"/cancel", url.Values{"csrf": {"forged"}},
+		"Origin", "https://builds.example.com", "X-Forwarded-Host", "builds.example.com").Status)
 
 	// Cancel: back to the build page, the build failed as cancelled.
-	r := s.form(t, "/builds/"+b.ID+"/cancel")
+	r := s.post(t, "/builds/"+b.ID+"/cancel", url.Values{"csrf": {s.csrf}},
+		"Origin", "https://builds.example.com", "X-Forwarded-Host", "builds.example.com")
 	require.Equal(t, http.StatusSeeOther, r.Status, "%s", r.Body)
 	require.Equal(t, "/builds/"+b.ID, r.Header.Get("Location"))
 	require.Equal(t, "failed", c.Get("/api/builds/"+b.ID+"/status", c.KeyH()).Object(t)["status"])
