@@ -99,6 +99,10 @@ func TestBinaryStartupMessages(t *testing.T) {
 		{"DatabaseDirectoryNotCreatable", []string{"--db", filepath.Join(dir, "notes.txt", "controller.db"), "--api-key", testKey}, 2,
 			keyLine + "controller: cannot create the database directory " + filepath.Join(dir, "notes.txt") +
 				": not a directory (create it writable for the controller's user, or choose another --db)\n"},
+		{"StorageDirectoryNotCreatable", []string{"--db", filepath.Join(dir, "storage-case", "controller.db"), "--api-key", testKey,
+			"--storage", filepath.Join(dir, "notes.txt", "storage")}, 2,
+			keyLine + "controller: cannot create the storage directory " + filepath.Join(dir, "notes.txt", "storage") +
+				": not a directory (create it writable for the controller's user, or choose another --storage)\n"},
 		{"KeyFileDirectoryNotCreatable", []string{"--db", filepath.Join(dir, "notes.txt", "controller.db")}, 2,
 			"controller: cannot read the API key file " + filepath.Join(dir, "notes.txt", "api-key") +
 				": not a directory (make it readable for the controller's user, or give the key with --api-key or CONTROLLER_API_KEY)\n"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -78,6 +79,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ln.Close()
 		return nil, err // a sentence that names the file
 	}
+	// The storage root next (a database that is not ours was refused before
+	// anything was created): a mistake there stops the start before the
+	// recovery changes any build.
+	if err := prepareStorage(cfg.StoragePath); err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
 	// The webhook receivers are data that every event's transaction reads
 	// (docs/API.md §3.5): set before the recovery, whose requeues are events.
 	dropped, err := st.SetWebhookURLs(ctx, cfg.WebhookURLs)
@@ -105,7 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		ln.Close()
 		st.Close()
-		return nil, fmt.Errorf("open storage: %w", err)
+		return nil, fmt.Errorf("cannot open the storage directory %s: %w", cfg.StoragePath, err)
 	}
 	fs.WithCatalog(st) // at start, files no build refers to are removed (a kill -9 between file and row)
 	var db Store = st
@@ -233,4 +242,31 @@ func (a *App) Run(ctx context.Context) error {
 		a.Log.Warn("closing the database", "err", err)
 	}
 	return runErr
+}
+
+// prepareStorage creates the storage root and checks, by creating and
+// removing a file there, that the controller may write in it. A failure is
+// a configuration mistake (exit 2) named in one sentence.
+func prepareStorage(root string) error {
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return configError{fmt.Sprintf("cannot create the storage directory %s: %s "+
+			"(create it writable for the controller's user, or choose another --storage)", root, pathReason(err))}
+	}
+	probe, err := os.CreateTemp(root, ".controller-write-check-*")
+	if err != nil {
+		return configError{fmt.Sprintf("cannot write in the storage directory %s: %s "+
+			"(make it writable for the controller's user, or choose another --storage)", root, pathReason(err))}
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// pathReason is the reason of a file-system error without the path it
+// repeats.
+func pathReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
