@@ -195,3 +195,82 @@ func BenchmarkHistoryReads(b *testing.B) {
 		})
 	}
 }
+
+// seedExpired inserts n completed ios builds, finished at 1001…1000+n, each
+// with a source, certs and result path, and a CPU snapshot per build, in one
+// transaction (the fast way to a history of n builds).
+func seedExpired(b testing.TB, s *Store, n int) {
+	b.Helper()
+	ctx := context.Background()
+	_, err := s.write.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+		INSERT INTO builds (id, platform, status, submitted_at, started_at, completed_at, source_path, certs_path,
+			result_path, result_size, token_hash)
+		SELECT printf('00000000-0000-4000-8000-%012d', i), 'ios', 'completed', i, i, 1000 + i,
+			printf('builds/00000000-0000-4000-8000-%012d.zip', i), printf('certs/00000000-0000-4000-8000-%012d.zip', i),
+			printf('results/00000000-0000-4000-8000-%012d.ipa', i), 1000, zeroblob(32) FROM n`, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, err = s.write.ExecContext(ctx, `INSERT INTO cpu_snapshots (build_id, worker_id, timestamp, cpu_percent, memory_mb)
+		SELECT id, 'w', completed_at, 50, 100 FROM builds`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The seed's WAL is checkpointed now, not by the first timed commit.
+	if _, err := s.write.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRetentionPass is one retention pass over 100,000 expired builds
+// in the collector's batches of 200 (actors/retention.DefaultBatch): take a
+// batch (MarkPurged), record its files removed (MarkFilesRemoved), then prune
+// the CPU snapshots, 200 at a time. Each call is one write transaction, and
+// the longest of them is the longest a poll or submit waits for the write
+// connection: max-batch-ms. The calls run under DeferSync, so that what is
+// timed is the transaction, which holds the connection, and not the WAL
+// fsync after it, which does not (other writers commit meanwhile and share
+// it). The seed is not timed.
+func BenchmarkRetentionPass(b *testing.B) {
+	const builds, batch = 100_000, 200
+	ctx := DeferSync(context.Background())
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := benchStore(b)
+		seedExpired(b, s, builds)
+		b.StartTimer()
+		var longest time.Duration
+		timed := func(f func() error) {
+			start := time.Now()
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+			longest = max(longest, time.Since(start))
+			if err := s.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		batches, taken := 0, 0
+		for {
+			var items []PurgeItem
+			timed(func() (err error) { items, err = s.MarkPurged(ctx, 1_000_000, 2_000_000, batch); return err })
+			if len(items) == 0 {
+				break
+			}
+			timed(func() error { return s.MarkFilesRemoved(ctx, items, 2_000_000) })
+			batches, taken = batches+1, taken+len(items)
+		}
+		for {
+			var n int64
+			timed(func() (err error) { n, err = s.PruneCPUSnapshots(ctx, 1_000_000, batch); return err })
+			if n == 0 {
+				break
+			}
+		}
+		if taken != builds-1 { // the newest completed build is kept
+			b.Fatalf("took %d builds, want %d", taken, builds-1)
+		}
+		b.ReportMetric(float64(longest.Microseconds())/1000, "max-batch-ms")
+		b.ReportMetric(float64(batches), "batches")
+	}
+}

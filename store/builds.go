@@ -12,7 +12,7 @@ import (
 const buildColumns = `id, platform, status, worker_id, submitted_at, started_at, completed_at,
 	last_activity_at, error_message, attempts, cancelled, progress, source_path, certs_path,
 	result_path, result_size, result_sha256, token_hash, original_build_id, root_build_id,
-	assignment, vm_ready_at, app_name, app_version, label, stage`
+	assignment, vm_ready_at, app_name, app_version, label, stage, purged_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -22,14 +22,14 @@ func scanBuild(r scanner) (domain.Build, error) {
 		workerID, errMsg, certs, result, sha, original sql.NullString
 		root                                           sql.NullString
 		started, completed, activity, resultSize       sql.NullInt64
-		vmReady                                        sql.NullInt64
+		vmReady, purged                                sql.NullInt64
 		appName, appVersion, label, stage              sql.NullString
 		progress                                       sql.NullFloat64
 	)
 	err := r.Scan(&b.ID, &b.Platform, &b.Status, &workerID, &b.SubmittedAt, &started, &completed,
 		&activity, &errMsg, &b.Attempts, &b.Cancelled, &progress, &b.SourcePath, &certs,
 		&result, &resultSize, &sha, &b.TokenHash, &original, &root, &b.Assignment, &vmReady,
-		&appName, &appVersion, &label, &stage)
+		&appName, &appVersion, &label, &stage, &purged)
 	if err != nil {
 		return domain.Build{}, err
 	}
@@ -38,6 +38,7 @@ func scanBuild(r scanner) (domain.Build, error) {
 	b.StartedAt, b.CompletedAt, b.LastActivityAt = ptrInt(started), ptrInt(completed), ptrInt(activity)
 	b.ResultSize, b.RootBuildID, b.VMReadyAt = ptrInt(resultSize), ptrString(root), ptrInt(vmReady)
 	b.AppName, b.AppVersion, b.Label, b.Stage = appName.String, appVersion.String, label.String, stage.String
+	b.PurgedAt = ptrInt(purged)
 	if progress.Valid {
 		p := progress.Float64
 		b.Progress = &p
@@ -97,8 +98,10 @@ type NewBuild struct {
 
 // CreateBuild inserts a pending build with zero attempts and logs its
 // submission; for a retry it also logs "Retried as build <id>" on the
-// original. It returns ErrNotFound if the original does not exist, and
-// ErrRetryLimit if the retry's chain already holds nb.MaxChain retries.
+// original. It returns ErrNotFound if the original does not exist,
+// ErrPurged if retention has taken the original's files (a retry that raced
+// the purge: its links are then removed by the caller), and ErrRetryLimit if
+// the retry's chain already holds nb.MaxChain retries.
 func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
@@ -109,6 +112,9 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 			orig, err := getBuild(ctx, tx, *nb.OriginalBuildID)
 			if err != nil {
 				return err
+			}
+			if orig.PurgedAt != nil {
+				return ErrPurged
 			}
 			if root == nil {
 				root = orig.RootBuildID
@@ -240,12 +246,14 @@ func (s *Store) listBuilds(ctx context.Context, op, query string, args ...any) (
 }
 
 // FileReferenced reports whether build buildID refers to the stored file rel
-// (its source, certs or result). It returns false for an unknown build.
+// (its source, certs or result). It returns false for an unknown build and
+// for a purged one: a purged build claims no file, so the start's orphan pass
+// also removes what a crash left of a retention pass.
 func (s *Store) FileReferenced(ctx context.Context, buildID, rel string) (bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var n int
-	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE id = ?
+	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE id = ? AND purged_at IS NULL
 		AND (source_path = ? OR certs_path = ? OR result_path = ?)`, buildID, rel, rel, rel).Scan(&n)
 	if err != nil {
 		return false, wrapCtx(ctx, "file referenced", err)

@@ -2,7 +2,7 @@
 // migrations), the record types, and every SQL statement. One public method is
 // one transaction, every call runs under a deadline, and driver errors never
 // leave the package: callers see ErrNotFound, ErrWorkerNotFound, ErrConflict,
-// ErrNotAssignee, ErrRetryLimit, ErrTimeout or ErrInternal.
+// ErrNotAssignee, ErrRetryLimit, ErrPurged, ErrTimeout or ErrInternal.
 package store
 
 import (
@@ -40,6 +40,9 @@ var (
 	// ErrRetryLimit means a retry's chain already holds NewBuild.MaxChain
 	// retries; nothing was written.
 	ErrRetryLimit = errors.New("store: retry limit reached")
+	// ErrPurged means retention took the build's files: a retry of it is
+	// refused (docs/API.md §2.8, 410).
+	ErrPurged = errors.New("store: build files purged")
 	// ErrBadToken means a presented token is unknown, expired, revoked, or
 	// not of the addressed build's current assignment.
 	ErrBadToken = errors.New("store: invalid or expired token")
@@ -340,7 +343,7 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 
 func isTyped(err error) bool {
 	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
-		ErrBusy, ErrTimeout, ErrInternal} {
+		ErrBusy, ErrPurged, ErrTimeout, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
 		}

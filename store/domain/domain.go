@@ -107,6 +107,10 @@ type Build struct {
 	// Stage is what the running build's VM last said it is doing ("" when
 	// unknown), cleared at each assignment.
 	Stage string
+	// PurgedAt is when retention took the build's files (their deletion
+	// follows); nil while the build keeps them. A purged build's row and log
+	// stay, its downloads and retries answer 410.
+	PurgedAt *int64
 }
 
 // Running reports whether the build has a current assignee.
