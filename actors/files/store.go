@@ -312,6 +312,17 @@ func linkRefused(err error) bool {
 	return false
 }
 
+// Size returns the size of a stored file. It returns ErrBadPath for a path
+// outside the root and ErrFileNotFound when the file is absent.
+func (f *Store) Size(rel string) (int64, error) {
+	fh, size, err := f.Open(rel)
+	if err != nil {
+		return 0, err
+	}
+	fh.Close()
+	return size, nil
+}
+
 // Delete removes a stored file; an absent file is not an error.
 func (f *Store) Delete(rel string) error {
 	p, err := f.abs(rel)
