@@ -476,10 +476,11 @@ func (s *Server) download(c echo.Context) error {
 			return fail(http.StatusNotFound, msgResultNotFound)
 		}
 		return s.sendFile(c, stored{rel: *b.ResultPath, contentType: echo.MIMEOctetStream,
-			filename: b.ID + b.Platform.ResultExt(), notFound: msgResultNotFound, failed: msgReadResultFailed})
+			filename: b.ID + b.Platform.ResultExt(), notFound: msgResultNotFound, failed: msgReadResultFailed,
+			purged: b.PurgedAt != nil})
 	case "source":
 		return s.sendFile(c, stored{rel: b.SourcePath, contentType: "application/zip",
-			filename: b.ID + ".zip", notFound: msgSourceNotFound, failed: msgReadSourceFailed})
+			filename: b.ID + ".zip", notFound: msgSourceNotFound, failed: msgReadSourceFailed, purged: b.PurgedAt != nil})
 	default:
 		return fail(http.StatusBadRequest, msgInvalidFileType)
 	}

@@ -18,11 +18,15 @@ type stored struct {
 	rel, contentType, filename string
 	notFound                   string // the 404 when it is absent
 	failed                     string // the 500 when it cannot be read
+	purged                     bool   // retention took the build's files
 }
 
-// openStored opens a stored file: 404 notFound when it is absent, 500 failed
-// when it cannot be read.
+// openStored opens a stored file: 410 Build files expired when retention
+// took it, 404 notFound when it is absent, 500 failed when it cannot be read.
 func (s *Server) openStored(f stored) (files.File, int64, error) {
+	if f.purged {
+		return nil, 0, fail(http.StatusGone, msgFilesExpired)
+	}
 	fh, size, err := s.files.Open(f.rel)
 	if errors.Is(err, files.ErrFileNotFound) || errors.Is(err, files.ErrBadPath) {
 		return nil, 0, fail(http.StatusNotFound, f.notFound)

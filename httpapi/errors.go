@@ -83,6 +83,7 @@ var answers = []struct {
 	{queue.ErrFinished, answer{http.StatusConflict, msgBuildFinished}},
 	{queue.ErrNotFinished, answer{http.StatusConflict, msgBuildInProgress}},
 	{queue.ErrFilesGone, answer{http.StatusBadRequest, msgSourceGone}},
+	{store.ErrPurged, answer{http.StatusGone, msgFilesExpired}},
 	{store.ErrOTPInvalid, answer{http.StatusUnauthorized, msgInvalidOTP}},
 	{store.ErrOTPExpired, answer{http.StatusUnauthorized, msgOTPExpired}},
 	{queue.ErrTooManyRetries, answer{http.StatusTooManyRequests, msgTooManyRetries}},

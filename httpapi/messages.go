@@ -70,6 +70,7 @@ const (
 	msgBuildInProgress   = "Build is still in progress"
 	msgSourceGone        = "Original build source no longer available. Please submit a new build."
 	msgTooManyRetries    = "Too many retries"
+	msgFilesExpired      = "Build files expired" // retention took them (410)
 
 	// Workers (§4).
 	msgNameAndCapabilities = "Name and capabilities required"

@@ -188,3 +188,40 @@ func (s *Server) ReportWebhooks(w WebhookMetrics) {
 	}
 	s.metrics.reg.MustRegister(webhookCollector{w})
 }
+
+// RetentionMetrics is what the metrics read from the retention collector.
+type RetentionMetrics interface {
+	Purged() (builds, bytes int64)
+}
+
+var (
+	descPurgedBuilds = prometheus.NewDesc("controller_retention_purged_builds_total",
+		"Builds whose files the retention collector deleted.", nil, nil)
+	descPurgedBytes = prometheus.NewDesc("controller_retention_purged_bytes_total",
+		"Bytes of the files the retention collector deleted.", nil, nil)
+)
+
+// retentionCollector reads the retention collector's counts at scrape time.
+type retentionCollector struct{ r RetentionMetrics }
+
+func (c retentionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPurgedBuilds
+	ch <- descPurgedBytes
+}
+
+func (c retentionCollector) Collect(ch chan<- prometheus.Metric) {
+	builds, bytes := c.r.Purged()
+	ch <- prometheus.MustNewConstMetric(descPurgedBuilds, prometheus.CounterValue, float64(builds))
+	ch <- prometheus.MustNewConstMetric(descPurgedBytes, prometheus.CounterValue, float64(bytes))
+}
+
+// ReportRetention adds controller_retention_purged_builds_total and
+// controller_retention_purged_bytes_total to /metrics, read from r at scrape
+// time (docs/API.md §3.4). A nil r (retention off) adds nothing. Call it
+// before the server serves.
+func (s *Server) ReportRetention(r RetentionMetrics) {
+	if r == nil {
+		return
+	}
+	s.metrics.reg.MustRegister(retentionCollector{r})
+}

@@ -7,6 +7,8 @@
 //	├── file-storage
 //	├── webhooks                 (only with a webhook URL)
 //	│   └── webhook-sender
+//	├── retention                (only with a retention)
+//	│   └── retention-collector
 //	└── http-server
 //
 // The queue manager and the liveness monitor share the core supervisor so
@@ -15,6 +17,7 @@
 // webhook sender has a supervisor of its own for the same reason: a
 // receiver's failures are its normal work, and a sender that keeps failing
 // (its database reads) must never hold back the restart of anything else.
+// The retention collector is housekeeping, kept apart for the same reason.
 package supervisor
 
 import (
@@ -32,6 +35,8 @@ type Services struct {
 	HTTP    suture.Service
 	// Webhooks is the webhook sender; nil when no webhook URL is configured.
 	Webhooks suture.Service
+	// Retention is the retention collector; nil when everything is kept.
+	Retention suture.Service
 }
 
 // Options tune the supervisors; zero values take suture's defaults except
@@ -64,6 +69,11 @@ func New(log *slog.Logger, s Services, o Options) *suture.Supervisor {
 		hooks := suture.New("webhooks", spec)
 		hooks.Add(s.Webhooks)
 		root.Add(hooks)
+	}
+	if s.Retention != nil {
+		gc := suture.New("retention", spec)
+		gc.Add(s.Retention)
+		root.Add(gc)
 	}
 	root.Add(s.HTTP)
 	return root

@@ -86,6 +86,8 @@ func (m *Manager) Retry(ctx context.Context, originalID string) (Submitted, erro
 // holds Config.MaxRetries retries: checked first without touching a file, and
 // again inside the transaction that inserts the build, so concurrent retries
 // cannot overshoot. It returns store.ErrNotFound, ErrNotFinished,
+// store.ErrPurged when retention has taken the original's files (also when
+// the purge races the retry: checked again inside the transaction),
 // ErrTooManyRetries, ErrFilesGone when a file of the original is missing, or
 // the store's and the file store's errors.
 func (m *Manager) RetryWith(ctx context.Context, originalID string, opts RetryOptions) (Submitted, error) {
@@ -95,6 +97,9 @@ func (m *Manager) RetryWith(ctx context.Context, originalID string, opts RetryOp
 	}
 	if !orig.Finished() {
 		return Submitted{}, ErrNotFinished
+	}
+	if orig.PurgedAt != nil {
+		return Submitted{}, store.ErrPurged
 	}
 	root := orig.ID
 	if orig.RootBuildID != nil {
@@ -122,7 +127,18 @@ func (m *Manager) RetryWith(ctx context.Context, originalID string, opts RetryOp
 	if errors.Is(err, store.ErrRetryLimit) {
 		return Submitted{}, ErrTooManyRetries
 	}
+	if errors.Is(err, ErrFilesGone) && m.purgedSince(ctx, orig.ID) {
+		// Retention marks a build before it deletes its files: a file that
+		// vanished under the link was taken by a purge, not lost.
+		return Submitted{}, store.ErrPurged
+	}
 	return out, err
+}
+
+// purgedSince reports whether retention has taken the build's files.
+func (m *Manager) purgedSince(ctx context.Context, id string) bool {
+	b, err := m.store.GetBuild(ctx, id)
+	return err == nil && b.PurgedAt != nil
 }
 
 func (m *Manager) linkFile(rel string, kind files.Kind, id string) (string, error) {

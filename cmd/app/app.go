@@ -18,6 +18,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/liveness"
 	"github.com/expo-free-agent/controller/actors/queue"
+	"github.com/expo-free-agent/controller/actors/retention"
 	"github.com/expo-free-agent/controller/actors/webhooks"
 	"github.com/expo-free-agent/controller/httpapi"
 	"github.com/expo-free-agent/controller/store"
@@ -42,7 +43,9 @@ type App struct {
 	HTTP    *httpapi.Server
 	// Webhooks is the webhook sender; nil when no webhook URL is configured.
 	Webhooks *webhooks.Sender
-	Tree     *suture.Supervisor
+	// Retention is the retention collector; nil when everything is kept.
+	Retention *retention.Collector
+	Tree      *suture.Supervisor
 }
 
 // NewLogger returns the server logger for the configured format and level.
@@ -161,9 +164,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		services.Webhooks = hooks
 		srv.ReportWebhooks(hooks)
 	}
+	var gc *retention.Collector // nil: everything is kept
+	if cfg.Retention > 0 {
+		gc = retention.New(st, fs, cfg.Clock, log.With("service", "retention-collector"),
+			retention.Config{Retention: cfg.Retention})
+		services.Retention = gc
+		srv.ReportRetention(gc)
+	}
 	tree := supervisor.New(log, services, supervisor.Options{FailureBackoff: cfg.FailureBackoff})
 	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Webhooks: hooks,
-		Tree: tree}, nil
+		Retention: gc, Tree: tree}, nil
 }
 
 // listen binds the API port. Its errors say what to do; a port that is

@@ -63,6 +63,9 @@ type Config struct {
 	// sign-in.
 	DashboardPublic bool
 	PprofAddr       string // if set, serve net/http/pprof there (e.g. 127.0.0.1:6060)
+	// Retention: builds finished longer ago lose their files; 0 keeps
+	// everything (docs/API.md §6.4).
+	Retention time.Duration
 
 	// Webhooks (docs/API.md §3.5): off without a URL.
 	WebhookURLs   []string // receivers of the build events
@@ -124,10 +127,36 @@ var multiFlags = map[string]bool{"webhook-url": true}
 // environment variable (getenv), else the default. A leading "start" is
 // accepted and ignored; any other positional argument is a UsageError.
 func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
-	cfg := Defaults()
 	if len(args) > 0 && args[0] == "start" {
 		args = args[1:]
 	}
+	const versionHelp = "print the version and revision and exit (same as: controller version)"
+	var showVersion bool
+	return parseArgs(args, getenv, stderr, command{
+		usage: "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n",
+		flags: func(fs *flag.FlagSet) { fs.BoolVar(&showVersion, "version", false, versionHelp) },
+		extra: []usage.Flag{{Name: "version", Help: versionHelp}},
+		parsed: func() error {
+			if showVersion {
+				return ErrVersion
+			}
+			return nil
+		},
+	})
+}
+
+// command is what a subcommand adds to the settings: its usage text, flags
+// of its own with their usage lines, and a check right after the flags are
+// parsed (before the settings are applied).
+type command struct {
+	usage  string
+	flags  func(*flag.FlagSet)
+	extra  []usage.Flag
+	parsed func() error
+}
+
+func parseArgs(args []string, getenv func(string) string, stderr io.Writer, cmd command) (Config, error) {
+	cfg := Defaults()
 	var port string
 	settings := []setting{
 		{"host", "CONTROLLER_HOST", "listen address", func(v string) error { cfg.Host = v; return nil }, cfg.Host},
@@ -155,6 +184,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		{"dashboard-public", "CONTROLLER_DASHBOARD_PUBLIC", "show build pages, history and logs without sign-in", boolSetter(&cfg.DashboardPublic), strconv.FormatBool(cfg.DashboardPublic)},
 		{"pprof-addr", "CONTROLLER_PPROF_ADDR", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty", func(v string) error { cfg.PprofAddr = v; return nil }, ""},
 		{"webhook-url", "CONTROLLER_WEBHOOK_URLS", "POST build events to this http(s) URL; repeat for more (the environment takes a comma-separated list); off when none", webhookURLSetter(&cfg.WebhookURLs), ""},
+		{"retention", "CONTROLLER_RETENTION", "delete the files of builds finished longer ago than this (e.g. 720h or 30d); 0 keeps everything", retentionSetter(&cfg.Retention), "0"},
 		{"webhook-secret", "CONTROLLER_WEBHOOK_SECRET", "key of the webhooks' HMAC-SHA256 signature; required with --webhook-url, at least 16 characters", func(v string) error { cfg.WebhookSecret = v; return nil }, ""},
 	}
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
@@ -175,9 +205,11 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		}
 	}
 	fs.Func("p", "listen port (same as --port)", func(v string) error { given["port"] = v; return nil })
-	showVersion := fs.Bool("version", false, "print the version and revision and exit (same as: controller version)")
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n"+
+		fmt.Fprint(stderr, cmd.usage+
 			"Each setting comes from its flag, else its environment variable, else the default.\n"+
 			"Sizes need a unit: B, KiB, MiB or GiB (500MiB; a bare 500 is refused). Durations use Go syntax (90s, 5m).\n"+
 			"Switches take true or false (--metrics-public alone is true).\n\nFlags:\n")
@@ -185,14 +217,15 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		for _, s := range settings {
 			lines = append(lines, usage.Flag{Name: s.flag, Help: s.help, Env: s.env, Default: s.def})
 		}
-		lines = append(lines, usage.Flag{Name: "version", Help: "print the version and revision and exit (same as: controller version)"})
-		usage.Print(stderr, lines)
+		usage.Print(stderr, append(lines, cmd.extra...))
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if *showVersion {
-		return cfg, ErrVersion
+	if cmd.parsed != nil {
+		if err := cmd.parsed(); err != nil {
+			return cfg, err
+		}
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -306,6 +339,33 @@ func durationSetter(dst *time.Duration) func(string) error {
 			return errors.New("must be a duration with a unit, e.g. 90s, 5m or 1h")
 		case d <= 0:
 			return errors.New("must be positive")
+		}
+		*dst = d
+		return nil
+	}
+}
+
+// retentionSetter reads a retention: a Go duration (720h) or whole days
+// (30d), 0 or more; 0 keeps everything.
+func retentionSetter(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		var d time.Duration
+		var err error
+		if days, ok := strings.CutSuffix(v, "d"); ok {
+			var n int
+			n, err = strconv.Atoi(days)
+			if err == nil && n > 1<<20 {
+				err = errors.New("too many days")
+			}
+			d = time.Duration(n) * 24 * time.Hour
+		} else {
+			d, err = time.ParseDuration(v)
+		}
+		if err == nil && d < 0 {
+			err = errors.New("must not be negative")
+		}
+		if err != nil {
+			return errors.New("must be a duration such as 720h or 30d, or 0")
 		}
 		*dst = d
 		return nil

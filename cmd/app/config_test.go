@@ -73,7 +73,8 @@ func TestParseArgsErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve"}, {"start", "extra"}, {"--port", "x"}, {"--port", "70000"}, {"--max-source-size", "lots"},
 		{"--max-certs-size", "5TB"}, {"--build-timeout", "5"}, {"--build-timeout", "-1s"}, {"--max-attempts", "0"},
-		{"--log-format", "xml"}, {"--metrics-public", "maybe"}, {"--nope"},
+		{"--log-format", "xml"}, {"--metrics-public", "maybe"}, {"--nope"}, {"--retention", "-1h"}, {"--retention", "30days"},
+		{"--retention", "1.5d"}, {"--retention", "d"},
 	} {
 		var out bytes.Buffer
 		_, err := ParseArgs(args, env(nil), &out)
@@ -377,4 +378,38 @@ func TestParseArgsWebhooks(t *testing.T) {
 		_, err := New(t.Context(), cfg, nil)
 		require.EqualError(t, err, "--webhook-secret is required with --webhook-url")
 	})
+}
+
+func TestParseArgsRetention(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"0": 0, "0s": 0, "720h": 720 * time.Hour, "30d": 30 * 24 * time.Hour,
+		"1d": 24 * time.Hour, "90m": 90 * time.Minute} {
+		cfg, err := ParseArgs([]string{"--retention", in}, env(nil), &bytes.Buffer{})
+		require.NoError(t, err, in)
+		require.Equal(t, want, cfg.Retention, in)
+	}
+	cfg, err := ParseArgs(nil, env(map[string]string{"CONTROLLER_RETENTION": "7d"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 7*24*time.Hour, cfg.Retention)
+	require.Zero(t, Defaults().Retention, "the default keeps everything")
+}
+
+func TestParseGCArgs(t *testing.T) {
+	t.Parallel()
+	cfg, dry, err := ParseGCArgs([]string{"--dry-run", "--retention", "30d", "--db", "/x/c.db"}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.True(t, dry)
+	require.Equal(t, "/x/c.db", cfg.DBPath)
+	_, dry, err = ParseGCArgs(nil, env(map[string]string{"CONTROLLER_RETENTION": "1h"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.False(t, dry)
+
+	_, _, err = ParseGCArgs([]string{"--dry-run"}, env(nil), &bytes.Buffer{})
+	require.ErrorIs(t, err, ErrConfig)
+	require.ErrorContains(t, err, "gc needs a retention")
+	var out bytes.Buffer
+	_, _, err = ParseGCArgs([]string{"-h"}, env(nil), &out)
+	require.ErrorIs(t, err, ErrHelp)
+	require.Contains(t, out.String(), "Usage: controller gc [--dry-run] [flags]")
+	require.Contains(t, out.String(), "-dry-run")
 }

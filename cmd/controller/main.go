@@ -2,6 +2,7 @@
 //
 //	controller [start] [--port 3000] [--db ./data/controller.db] [--storage ./storage] ...
 //	controller version
+//	controller gc [--dry-run] --retention 30d [--db ...] [--storage ...]
 //
 // See README.md for every setting.
 package main
@@ -32,6 +33,8 @@ func run(args []string) int {
 		switch args[0] {
 		case "version":
 			return versionCommand(args[1:], os.Stdout, os.Stderr)
+		case "gc":
+			return gc(args[1:])
 		}
 	}
 	return serve(args)
