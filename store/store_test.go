@@ -193,7 +193,7 @@ func TestOpen(t *testing.T) {
 		first, err := s.Migrations(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, []string{"0001_init.sql", "0002_retry_root.sql", "0003_bounded_reads.sql", "0004_worker_generation_2.sql",
-			"0005_webhook_outbox.sql", "0006_build_list_index.sql", "0007_build_app.sql", "0009_history_totals.sql"}, first)
+			"0005_webhook_outbox.sql", "0006_build_list_index.sql", "0007_build_app.sql", "0008_retention.sql", "0009_history_totals.sql"}, first)
 
 		b := uuid.NewString()
 		require.NoError(t, s.CreateBuild(t.Context(), store.NewBuild{
