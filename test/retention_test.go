@@ -196,6 +196,11 @@ func TestBinaryGC(t *testing.T) {
 	code, out := runBinary(t, dir, append([]string{"gc", "--dry-run"}, where...)...)
 	require.Equal(t, 2, code, "%s", out)
 	require.Contains(t, out, "gc needs a retention")
+	missing := filepath.Join(dir, "data", "typo.db")
+	code, out = runBinary(t, dir, "gc", "--retention", "1ms", "--db", missing, "--storage", filepath.Join(dir, "storage"))
+	require.Equal(t, 2, code, "%s", out)
+	require.Contains(t, out, "no controller data at "+missing+" (check --db)")
+	require.NoFileExists(t, missing, "a mistyped path creates nothing")
 
 	code, out = runBinary(t, dir, append([]string{"gc", "--dry-run", "--retention", "1ms"}, where...)...)
 	require.Equal(t, 0, code, "%s", out)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/actors/files"
@@ -44,6 +45,13 @@ func ParseGCArgs(args []string, getenv func(string) string, stderr io.Writer) (c
 func GC(ctx context.Context, cfg Config, dryRun bool, out io.Writer, log *slog.Logger) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
+	}
+	// gc works on a controller's data: a mistyped path must not create an
+	// empty database or storage root and report that nothing was there.
+	for _, p := range []struct{ path, flag string }{{cfg.DBPath, "--db"}, {cfg.StoragePath, "--storage"}} {
+		if _, err := os.Stat(p.path); err != nil {
+			return configError{fmt.Sprintf("no controller data at %s (check %s): %v", p.path, p.flag, errors.Unwrap(err))}
+		}
 	}
 	st, err := store.Open(ctx, cfg.DBPath)
 	if err != nil {
