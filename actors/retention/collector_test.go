@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -355,7 +356,8 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	h := b.history(t)
-	c := b.collector(b.st, b.fs)
+	var logs lockedBuffer
+	c := retention.New(b.st, b.fs, b.clock, slog.New(slog.NewTextHandler(&logs, nil)), retention.Config{Retention: keep})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx) }()
@@ -370,6 +372,14 @@ func TestServe(t *testing.T) {
 	}
 	waitPasses(1)
 	b.requireDone(t, h)
+	// The pass is logged with what it took, in real time: the manual clock
+	// stands ten months before the test runs.
+	m := regexp.MustCompile(`msg="retention pass" builds=3 bytes=1330 cpu_snapshots=0 diagnostics=0 took=(\S+)`).
+		FindStringSubmatch(logs.String())
+	require.NotNil(t, m, "%s", logs.String())
+	took, err := time.ParseDuration(m[1])
+	require.NoError(t, err)
+	require.Less(t, took, time.Minute)
 
 	// Yesterday's build expires 7 hours later; until the hour strikes, no
 	// pass runs.
@@ -379,4 +389,22 @@ func TestServe(t *testing.T) {
 	b.clock.Advance(time.Hour)
 	waitPasses(3)
 	require.NotNil(t, b.build(t, h.kept[4]).PurgedAt)
+}
+
+// lockedBuffer is a log sink safe for the collector's goroutine and the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
