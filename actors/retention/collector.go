@@ -109,7 +109,8 @@ func New(st Store, fs Files, clk clock.Clock, log *slog.Logger, cfg Config) *Col
 func (c *Collector) String() string { return "retention-collector" }
 
 // Purged returns how many builds' files, and how many bytes, the passes of
-// this collector deleted since start. A nil collector counts nothing.
+// this collector deleted since start (a build whose pass stopped is counted
+// again by the pass that finishes it). A nil collector counts nothing.
 func (c *Collector) Purged() (builds, bytes int64) {
 	if c == nil {
 		return 0, 0
