@@ -57,25 +57,28 @@ func TestRetentionTakes(t *testing.T) {
 	pending := d.build(t, t0)
 
 	want := []string{oldFailed, oldIOS, cancelled}
-	got, err := d.s.PurgeableBuilds(t.Context(), cutoff, store.PurgeCursor{}, 100)
+	scope, err := d.s.RetentionScopeAt(t.Context(), cutoff)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{latestIOS, latestAndroid}, scope.Keep)
+	got, err := d.s.PurgeableBuilds(t.Context(), scope, store.PurgeCursor{}, 100)
 	require.NoError(t, err)
 	require.Equal(t, want, itemIDs(got))
 	require.Equal(t, []string{"builds/" + oldIOS + ".zip", "results/" + oldIOS + ".ipa"}, got[1].Paths)
 	require.Equal(t, []string{"builds/" + cancelled + ".zip"}, got[2].Paths)
 
 	t.Run("Pages", func(t *testing.T) {
-		first, err := d.s.PurgeableBuilds(t.Context(), cutoff, store.PurgeCursor{}, 2)
+		first, err := d.s.PurgeableBuilds(t.Context(), scope, store.PurgeCursor{}, 2)
 		require.NoError(t, err)
 		require.Equal(t, want[:2], itemIDs(first))
 		last := first[1]
-		rest, err := d.s.PurgeableBuilds(t.Context(), cutoff, store.PurgeCursor{CompletedAt: last.CompletedAt, ID: last.ID}, 2)
+		rest, err := d.s.PurgeableBuilds(t.Context(), scope, store.PurgeCursor{CompletedAt: last.CompletedAt, ID: last.ID}, 2)
 		require.NoError(t, err)
 		require.Equal(t, want[2:], itemIDs(rest))
 	})
 
 	t.Run("MarkInBatches", func(t *testing.T) {
 		now := cutoff + hour
-		batch, err := d.s.MarkPurged(t.Context(), cutoff, now, 2)
+		batch, err := d.s.MarkPurged(t.Context(), scope, now, 2)
 		require.NoError(t, err)
 		require.Equal(t, want[:2], itemIDs(batch))
 		// Taken rows claim no file any more: the start's orphan pass may
@@ -86,10 +89,10 @@ func TestRetentionTakes(t *testing.T) {
 		require.Equal(t, &now, d.get(t, oldIOS).PurgedAt)
 		require.Equal(t, &now, d.get(t, oldIOS).StatusObject().FilesPurgedAt)
 
-		batch2, err := d.s.MarkPurged(t.Context(), cutoff, now, 2)
+		batch2, err := d.s.MarkPurged(t.Context(), scope, now, 2)
 		require.NoError(t, err)
 		require.Equal(t, want[2:], itemIDs(batch2))
-		none, err := d.s.MarkPurged(t.Context(), cutoff, now, 2)
+		none, err := d.s.MarkPurged(t.Context(), scope, now, 2)
 		require.NoError(t, err)
 		require.Empty(t, none)
 
@@ -132,11 +135,16 @@ func TestRetentionNewerLatest(t *testing.T) {
 	t.Parallel()
 	d := newTestDB(t)
 	first := d.finished(t, domain.PlatformAndroid, t0, t0+hour, true)
-	got, err := d.s.MarkPurged(t.Context(), t0+10*hour, t0+10*hour, 100)
+	scope, err := d.s.RetentionScopeAt(t.Context(), t0+10*hour)
+	require.NoError(t, err)
+	require.Equal(t, []string{first}, scope.Keep, "no ios build: only the android one is kept")
+	got, err := d.s.MarkPurged(t.Context(), scope, t0+10*hour, 100)
 	require.NoError(t, err)
 	require.Empty(t, got, "the only completed android build is kept")
 	d.finished(t, domain.PlatformAndroid, t0, t0+11*hour, true)
-	got, err = d.s.MarkPurged(t.Context(), t0+10*hour, t0+12*hour, 100)
+	scope, err = d.s.RetentionScopeAt(t.Context(), t0+10*hour)
+	require.NoError(t, err)
+	got, err = d.s.MarkPurged(t.Context(), scope, t0+12*hour, 100)
 	require.NoError(t, err)
 	require.Equal(t, []string{first}, itemIDs(got))
 }
@@ -156,6 +164,10 @@ func TestRetentionPrunes(t *testing.T) {
 		snap(running, t0+int64(i)) // old, but its build still runs
 	}
 	snap(done, cutoff) // not older than the cutoff
+	// Stored after it with an older time (the clock stepped back): pruning
+	// goes in the order snapshots were stored and stops at the first recent
+	// one, so this one waits for a later pass.
+	snap(done, t0+7)
 	report := func(w string, at int64) {
 		require.NoError(t, d.s.AddDiagnostic(t.Context(), domain.Diagnostic{ID: uuid.NewString(), WorkerID: w,
 			Status: "healthy", RunAt: at, Checks: "[]"}))
@@ -167,29 +179,31 @@ func TestRetentionPrunes(t *testing.T) {
 	report(worker, t0+1)
 	report(worker, cutoff+1)
 
-	snaps, diags, err := d.s.Prunable(t.Context(), cutoff)
+	scope, err := d.s.RetentionScopeAt(t.Context(), cutoff)
+	require.NoError(t, err)
+	snaps, diags, err := d.s.Prunable(t.Context(), scope)
 	require.NoError(t, err)
 	require.Equal(t, int64(5), snaps)
 	require.Equal(t, int64(3), diags)
 
-	n, err := d.s.PruneCPUSnapshots(t.Context(), cutoff, 3)
+	n, err := d.s.PruneCPUSnapshots(t.Context(), scope, 3)
 	require.NoError(t, err)
 	require.Equal(t, int64(3), n)
-	n, err = d.s.PruneCPUSnapshots(t.Context(), cutoff, 3)
+	n, err = d.s.PruneCPUSnapshots(t.Context(), scope, 3)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), n)
-	n, err = d.s.PruneCPUSnapshots(t.Context(), cutoff, 3)
+	n, err = d.s.PruneCPUSnapshots(t.Context(), scope, 3)
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.Equal(t, 5, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots WHERE build_id = ?`, running))
-	require.Equal(t, 1, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots WHERE build_id = ?`, done))
+	require.Equal(t, 2, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots WHERE build_id = ?`, done))
 
-	n, err = d.s.PruneDiagnostics(t.Context(), cutoff, 100)
+	n, err = d.s.PruneDiagnostics(t.Context(), scope, 100)
 	require.NoError(t, err)
 	require.Equal(t, int64(3), n)
 	require.Equal(t, 1, d.count(t, `SELECT COUNT(*) FROM diagnostics WHERE worker_id = ? AND run_at = ?`, quiet, t0+1))
 	require.Equal(t, 1, d.count(t, `SELECT COUNT(*) FROM diagnostics WHERE worker_id = ?`, worker))
-	snaps, diags, err = d.s.Prunable(t.Context(), cutoff)
+	snaps, diags, err = d.s.Prunable(t.Context(), scope)
 	require.NoError(t, err)
 	require.Zero(t, snaps+diags)
 }

@@ -28,6 +28,12 @@ var migrationFiles embed.FS
 // DefaultOpTimeout bounds every store operation (the "transaction timeout").
 const DefaultOpTimeout = 5 * time.Second
 
+// DefaultMigrateTimeout bounds the migrations applied at open, together. They
+// run before anything is served, so nothing waits behind them, but an index
+// created on a history of a million builds reads the whole table: seconds,
+// more than DefaultOpTimeout (docs/DEVELOPMENT.md, Adding a migration).
+const DefaultMigrateTimeout = 10 * time.Minute
+
 var (
 	// ErrNotFound means the addressed build (or report) does not exist.
 	ErrNotFound = errors.New("store: not found")
@@ -68,6 +74,7 @@ type Store struct {
 	write     *sql.DB
 	read      *sql.DB
 	opTimeout time.Duration
+	migrateTO time.Duration
 	wal       *walFile
 	durable   *fsync.Group  // makes commits durable (group commit of the WAL fsync)
 	committed atomic.Uint64 // commits so far
@@ -82,6 +89,9 @@ type Option func(*Store)
 
 // WithOpTimeout sets the deadline applied to every operation.
 func WithOpTimeout(d time.Duration) Option { return func(s *Store) { s.opTimeout = d } }
+
+// WithMigrateTimeout sets the deadline of the migrations applied at open.
+func WithMigrateTimeout(d time.Duration) Option { return func(s *Store) { s.migrateTO = d } }
 
 // dsn builds the connection string. Per-connection settings live here so that
 // every pooled connection gets them:
@@ -120,7 +130,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err := inspect(ctx, path); err != nil {
 		return nil, err
 	}
-	s := &Store{opTimeout: DefaultOpTimeout, wal: &walFile{path: path + "-wal"}}
+	s := &Store{opTimeout: DefaultOpTimeout, migrateTO: DefaultMigrateTimeout, wal: &walFile{path: path + "-wal"}}
 	s.durable = fsync.NewGroup(s.wal.Sync)
 	for _, o := range opts {
 		o(s)
@@ -175,7 +185,7 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ctx, cancel := s.opContext(ctx)
+	ctx, cancel := s.opContextWithin(ctx, s.migrateTO)
 	defer cancel()
 	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
@@ -239,7 +249,12 @@ func (s *Store) Migrations(ctx context.Context) ([]string, error) {
 // cancelled with that cause, so the operation fails before SQLite touches
 // the files.
 func (s *Store) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(withChanges(ctx), s.opTimeout)
+	return s.opContextWithin(ctx, s.opTimeout)
+}
+
+// opContextWithin is opContext with deadline d.
+func (s *Store) opContextWithin(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(withChanges(ctx), d)
 	if s.guard == nil {
 		return ctx, cancel
 	}

@@ -32,7 +32,7 @@ func (s *staleRead) GetBuild(ctx context.Context, id string) (domain.Build, erro
 func (b *bundle) purge(t *testing.T, id string, deleteFiles bool) {
 	t.Helper()
 	now := b.clock.Now().UnixMilli()
-	items, err := b.st.MarkPurged(t.Context(), now+1, now, 100)
+	items, err := b.st.MarkPurged(t.Context(), store.RetentionScope{Cutoff: now + 1}, now, 100)
 	require.NoError(t, err)
 	require.Len(t, items, 1)
 	require.Equal(t, id, items[0].ID)

@@ -38,13 +38,14 @@ var ErrDisabled = errors.New("retention: disabled (--retention 0 keeps everythin
 // Store is what the collector asks of the database. Each method is one
 // short transaction or read.
 type Store interface {
+	RetentionScopeAt(ctx context.Context, cutoff int64) (store.RetentionScope, error)
 	PurgingBuilds(ctx context.Context, limit int) ([]store.PurgeItem, error)
-	MarkPurged(ctx context.Context, cutoff, now int64, limit int) ([]store.PurgeItem, error)
+	MarkPurged(ctx context.Context, scope store.RetentionScope, now int64, limit int) ([]store.PurgeItem, error)
 	MarkFilesRemoved(ctx context.Context, items []store.PurgeItem, now int64) error
-	PruneCPUSnapshots(ctx context.Context, cutoff int64, limit int) (int64, error)
-	PruneDiagnostics(ctx context.Context, cutoff int64, limit int) (int64, error)
-	PurgeableBuilds(ctx context.Context, cutoff int64, after store.PurgeCursor, limit int) ([]store.PurgeItem, error)
-	Prunable(ctx context.Context, cutoff int64) (snapshots, diagnostics int64, err error)
+	PruneCPUSnapshots(ctx context.Context, scope store.RetentionScope, limit int) (int64, error)
+	PruneDiagnostics(ctx context.Context, scope store.RetentionScope, limit int) (int64, error)
+	PurgeableBuilds(ctx context.Context, scope store.RetentionScope, after store.PurgeCursor, limit int) ([]store.PurgeItem, error)
+	Prunable(ctx context.Context, scope store.RetentionScope) (snapshots, diagnostics int64, err error)
 }
 
 // Files is the file storage service (files.Store), which owns the storage
@@ -163,13 +164,16 @@ func (c *Collector) Pass(ctx context.Context, onBuild OnBuild) (Report, error) {
 		return r, ErrDisabled
 	}
 	now := c.clock.Now().UnixMilli()
-	cutoff := now - c.cfg.Retention.Milliseconds()
+	scope, err := c.store.RetentionScopeAt(ctx, now-c.cfg.Retention.Milliseconds())
+	if err != nil {
+		return r, err
+	}
 	// Builds taken by a pass that stopped between its two steps first: their
 	// rows claim no file already, so their files are ours to delete. Then
 	// the expired builds.
 	for _, take := range []func() ([]store.PurgeItem, error){
 		func() ([]store.PurgeItem, error) { return c.store.PurgingBuilds(ctx, c.cfg.Batch) },
-		func() ([]store.PurgeItem, error) { return c.store.MarkPurged(ctx, cutoff, now, c.cfg.Batch) },
+		func() ([]store.PurgeItem, error) { return c.store.MarkPurged(ctx, scope, now, c.cfg.Batch) },
 	} {
 		for {
 			items, err := take()
@@ -185,11 +189,11 @@ func (c *Collector) Pass(ctx context.Context, onBuild OnBuild) (Report, error) {
 		}
 	}
 	for _, p := range []struct {
-		prune func(context.Context, int64, int) (int64, error)
+		prune func(context.Context, store.RetentionScope, int) (int64, error)
 		count *int64
 	}{{c.store.PruneCPUSnapshots, &r.Snapshots}, {c.store.PruneDiagnostics, &r.Diagnostics}} {
 		for {
-			n, err := p.prune(ctx, cutoff, c.cfg.Batch)
+			n, err := p.prune(ctx, scope, c.cfg.Batch)
 			if err != nil {
 				return r, err
 			}
@@ -275,7 +279,10 @@ func (c *Collector) Plan(ctx context.Context, onBuild OnBuild) (Report, error) {
 	if c.cfg.Retention <= 0 {
 		return r, ErrDisabled
 	}
-	cutoff := c.clock.Now().UnixMilli() - c.cfg.Retention.Milliseconds()
+	scope, err := c.store.RetentionScopeAt(ctx, c.clock.Now().UnixMilli()-c.cfg.Retention.Milliseconds())
+	if err != nil {
+		return r, err
+	}
 	note := func(items []store.PurgeItem) error {
 		for _, it := range items {
 			var bytes int64
@@ -302,7 +309,7 @@ func (c *Collector) Plan(ctx context.Context, onBuild OnBuild) (Report, error) {
 	var after store.PurgeCursor
 	for err == nil {
 		var items []store.PurgeItem
-		if items, err = c.store.PurgeableBuilds(ctx, cutoff, after, c.cfg.Batch); err != nil || len(items) == 0 {
+		if items, err = c.store.PurgeableBuilds(ctx, scope, after, c.cfg.Batch); err != nil || len(items) == 0 {
 			break
 		}
 		err = note(items)
@@ -312,6 +319,6 @@ func (c *Collector) Plan(ctx context.Context, onBuild OnBuild) (Report, error) {
 	if err != nil {
 		return r, err
 	}
-	r.Snapshots, r.Diagnostics, err = c.store.Prunable(ctx, cutoff)
+	r.Snapshots, r.Diagnostics, err = c.store.Prunable(ctx, scope)
 	return r, err
 }

@@ -250,11 +250,11 @@ type faultyStore struct {
 	at string // "mark", "removed", "prune"
 }
 
-func (s faultyStore) MarkPurged(ctx context.Context, cutoff, now int64, limit int) ([]store.PurgeItem, error) {
+func (s faultyStore) MarkPurged(ctx context.Context, scope store.RetentionScope, now int64, limit int) ([]store.PurgeItem, error) {
 	if s.at == "mark" {
 		return nil, errCrash
 	}
-	return s.Store.MarkPurged(ctx, cutoff, now, limit)
+	return s.Store.MarkPurged(ctx, scope, now, limit)
 }
 
 func (s faultyStore) MarkFilesRemoved(ctx context.Context, items []store.PurgeItem, now int64) error {
@@ -264,11 +264,11 @@ func (s faultyStore) MarkFilesRemoved(ctx context.Context, items []store.PurgeIt
 	return s.Store.MarkFilesRemoved(ctx, items, now)
 }
 
-func (s faultyStore) PruneCPUSnapshots(ctx context.Context, cutoff int64, limit int) (int64, error) {
+func (s faultyStore) PruneCPUSnapshots(ctx context.Context, scope store.RetentionScope, limit int) (int64, error) {
 	if s.at == "prune" {
 		return 0, errCrash
 	}
-	return s.Store.PruneCPUSnapshots(ctx, cutoff, limit)
+	return s.Store.PruneCPUSnapshots(ctx, scope, limit)
 }
 
 // faultyFiles fails the delete number failAt (1-based) and every later one,

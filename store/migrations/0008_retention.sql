@@ -1,6 +1,6 @@
--- Retention (docs/API.md §2.4, §2.6, §2.8; ARCHITECTURE.md, Retention): the
--- files of builds finished longer ago than --retention are deleted, the rows
--- and their logs stay.
+-- Retention (docs/API.md §2.4, §2.6, §2.8, §6.4; ARCHITECTURE.md, Retention):
+-- the files of builds finished longer ago than --retention are deleted, the
+-- rows and their logs stay.
 --
 -- A purge is two steps with a file deletion between them, so that a crash
 -- anywhere leaves something the next pass can finish:
@@ -15,21 +15,17 @@
 ALTER TABLE builds ADD COLUMN purged_at        INTEGER;
 ALTER TABLE builds ADD COLUMN files_removed_at INTEGER;
 
--- The builds a pass may take, oldest finish first. Partial: a purged build
--- leaves the index, so every batch starts at the first build still to take,
--- never scanning past the ones already done.
-CREATE INDEX builds_unpurged_by_finish ON builds (completed_at, id)
-    WHERE purged_at IS NULL AND completed_at IS NOT NULL;
+-- The finished builds that still have files: those to take (purged_at NULL),
+-- oldest finish first, and those taken whose files may remain (purged_at
+-- set). A build leaves it once its files are removed, so a batch costs its
+-- own size, never the purged history's. One index for both, because
+-- creating an index reads the whole builds table: on a history of a million
+-- builds each one is seconds of the upgrade (docs/DEPLOYMENT.md, Upgrades).
+-- The newest completed build of each platform is found through builds_by_end
+-- (0009), and CPU snapshots are pruned in the order they were stored (their
+-- rowid), so neither needs an index of its own.
+CREATE INDEX builds_files_kept ON builds (purged_at, completed_at, id)
+    WHERE files_removed_at IS NULL AND completed_at IS NOT NULL;
 
--- The builds whose files may remain after a crash between the two steps.
-CREATE INDEX builds_purging ON builds (purged_at, id)
-    WHERE purged_at IS NOT NULL AND files_removed_at IS NULL;
-
--- The newest completed build of each platform is kept whatever its age: one
--- seek per platform.
-CREATE INDEX builds_completed_by_platform ON builds (platform, completed_at, id)
-    WHERE status = 'completed';
-
--- CPU snapshots and diagnostic reports are pruned by age, oldest first.
-CREATE INDEX cpu_snapshots_by_time ON cpu_snapshots (timestamp);
+-- Diagnostic reports are pruned by age, oldest first.
 CREATE INDEX diagnostics_by_run_at ON diagnostics (run_at);
