@@ -45,12 +45,15 @@ const (
 // field, no certificate content and no path. html/template escapes all text.
 
 type dashBuild struct {
-	ID, ShortID, Platform, Status, Worker      string
-	AppName, AppVersion, Label                 string
-	SubmittedAt, StartedAt, CompletedAt        int64 // ms; 0: not yet
-	Duration, Error, SHA256, Size, ResultExt   string
-	Attempts                                   int
-	Cancelled, Running, Finished, HasResult    bool
+	ID, ShortID, Platform, Status, Worker    string
+	AppName, AppVersion, Label               string
+	SubmittedAt, StartedAt, CompletedAt      int64 // ms; 0: not yet
+	Duration, Error, SHA256, Size, ResultExt string
+	Attempts                                 int
+	Cancelled, Running, Finished, HasResult  bool
+	// Retriable: finished, with its files (retention has not taken them).
+	Retriable                                  bool
+	FilesPurgedAt                              int64 // ms retention took the files; 0: kept
 	Progress                                   int   // percent, -1: none reported
 	LastHeardAt                                int64 // ms of the last liveness, 0: none
 	Heard                                      string
@@ -265,7 +268,11 @@ func (s *Server) toDashBuild(b domain.Build, names map[string]string, now int64)
 		SubmittedAt: b.SubmittedAt, Attempts: b.Attempts, Cancelled: b.Cancelled, Running: b.Running(),
 		Finished: b.Finished(), AppName: b.AppName, AppVersion: b.AppVersion, Label: b.Label,
 		ResultExt: b.Platform.ResultExt(), Progress: -1,
-		HasResult: b.Status == domain.StatusCompleted && b.ResultPath != nil}
+		HasResult: b.Status == domain.StatusCompleted && b.ResultPath != nil && b.PurgedAt == nil,
+		Retriable: b.Finished() && b.PurgedAt == nil}
+	if b.PurgedAt != nil {
+		d.FilesPurgedAt = *b.PurgedAt
+	}
 	if b.Cancelled {
 		d.Status = "cancelled"
 	}

@@ -105,7 +105,7 @@ func (s *Server) buildPageLogs(c echo.Context) error {
 		"status": d.Status, "worker": d.Worker, "duration": d.Duration, "attempts": d.Attempts,
 		"error": d.Error, "sha256": d.SHA256, "finished": b.Finished(), "more": more, "logs": toPageLogs(entries),
 		"resultExt": b.Platform.ResultExt(), "progress": d.Progress, "lastHeardAt": d.LastHeardAt,
-		"hasResult": d.HasResult, "stage": d.Stage,
+		"hasResult": d.HasResult, "retriable": d.Retriable, "stage": d.Stage,
 	})
 }
 

@@ -133,6 +133,24 @@ func TestRetentionCollector(t *testing.T) {
 		require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
 	})
 
+	t.Run("Dashboard", func(t *testing.T) {
+		s := signedIn(t, c)
+		page := s.get(t, "/builds/"+old.ID)
+		require.Equal(t, http.StatusOK, page.Status)
+		require.Contains(t, string(page.Body), `id="build-files-purged">deleted by retention`)
+		require.Contains(t, string(page.Body), `data-when="retriable" hidden>`, "no retry for a purged build")
+		require.Contains(t, string(page.Body), `id="download-result" data-when="result" href="/builds/`+old.ID+`/download" download hidden>`)
+		kept := s.get(t, "/builds/"+latest.ID)
+		require.Contains(t, string(kept.Body), `data-when="retriable">`, "the kept build offers its retry")
+		require.NotContains(t, string(kept.Body), "deleted by retention")
+		r := s.get(t, "/builds/"+old.ID+"/download")
+		require.Equal(t, http.StatusGone, r.Status)
+		require.Contains(t, string(r.Body), "Build files expired")
+		r = s.form(t, "/builds/"+old.ID+"/retry")
+		require.Equal(t, http.StatusGone, r.Status)
+		require.Contains(t, string(r.Body), "Build files expired")
+	})
+
 	t.Run("Metrics", func(t *testing.T) {
 		fams := scrape(t, c, c.KeyH())
 		require.Equal(t, 2.0, value(t, fams, "controller_retention_purged_builds_total", nil))

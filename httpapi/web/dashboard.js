@@ -158,7 +158,7 @@
       for (var i = 0; i < els.length; i++) {
         var w = els[i].getAttribute("data-when");
         els[i].hidden = !((w === "unfinished" && !d.finished) || (w === "finished" && d.finished) ||
-          (w === "result" && d.hasResult));
+          (w === "retriable" && d.retriable) || (w === "result" && d.hasResult));
       }
       ["progress-row", "stage-row"].forEach(function (rowId) {
         var row = document.getElementById(rowId);
