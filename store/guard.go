@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/expo-free-agent/controller/store/volume"
 )
 
 // errFilesUnusable is the cause of an operation refused because the
@@ -59,6 +61,22 @@ func (g *fileGuard) same() error {
 	}
 	if !os.SameFile(fi, g.id) {
 		return fmt.Errorf("%w: the database file was replaced", errFilesUnusable)
+	}
+	return nil
+}
+
+// freeSpace reports an error when the volume holding dir has no space left
+// for an unprivileged writer. Where free space cannot be read, a full volume
+// shows in the write probe instead.
+func freeSpace(dir string) error {
+	n, err := volume.Free(dir)
+	switch {
+	case errors.Is(err, volume.ErrUnsupported):
+		return nil
+	case err != nil:
+		return err
+	case n == 0:
+		return fmt.Errorf("no space left on the volume of %s", dir)
 	}
 	return nil
 }

@@ -34,16 +34,3 @@ func writableFile(path string) error {
 	}
 	return nil
 }
-
-// freeSpace reports an error when the volume holding dir has no space left
-// for an unprivileged writer.
-func freeSpace(dir string) error {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		return &os.PathError{Op: "statfs", Path: dir, Err: err}
-	}
-	if fs.Bavail == 0 {
-		return fmt.Errorf("no space left on the volume of %s", dir)
-	}
-	return nil
-}

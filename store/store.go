@@ -2,7 +2,7 @@
 // migrations), the record types, and every SQL statement. One public method is
 // one transaction, every call runs under a deadline, and driver errors never
 // leave the package: callers see ErrNotFound, ErrWorkerNotFound, ErrConflict,
-// ErrNotAssignee, ErrRetryLimit, ErrPurged, ErrTimeout or ErrInternal.
+// ErrNotAssignee, ErrRetryLimit, ErrPurged, ErrTimeout, ErrFull or ErrInternal.
 package store
 
 import (
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/expo-free-agent/controller/store/fsync"
+	"github.com/expo-free-agent/controller/store/volume"
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
@@ -62,6 +63,12 @@ var (
 	// another process — a backup, the sqlite3 shell — is bounded by the busy
 	// timeout, 5 s, not by the context.)
 	ErrTimeout = errors.New("store: operation timed out")
+	// ErrFull means the database's volume has no space left (SQLite's
+	// SQLITE_FULL, or ENOSPC from the WAL's fsync). The transaction was rolled
+	// back (or, when only the fsync failed, committed but not known to be
+	// durable); the store keeps working and writes succeed again once space
+	// is freed. Its text is for logs only.
+	ErrFull = errors.New("store: database volume full")
 	// ErrInternal wraps every other database failure. Its text is for logs only.
 	ErrInternal = errors.New("store: internal error")
 )
@@ -315,13 +322,17 @@ func DeferSync(ctx context.Context) context.Context {
 }
 
 // Sync makes every transaction committed so far durable (see DeferSync). It
-// returns ErrInternal if the fsync fails.
+// returns ErrFull if the fsync fails for want of space, else ErrInternal if
+// it fails.
 func (s *Store) Sync() error {
 	target := s.committed.Load()
 	if s.synced.Load() >= target {
 		return nil // an fsync that started after those commits already completed
 	}
 	if err := s.durable.Sync(); err != nil { // an fsync started after target was read
+		if volume.IsFull(err) {
+			return fmt.Errorf("%w: sync: %v", ErrFull, err)
+		}
 		return fmt.Errorf("%w: sync: %v", ErrInternal, err)
 	}
 	for {
@@ -358,7 +369,7 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 
 func isTyped(err error) bool {
 	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
-		ErrBusy, ErrPurged, ErrTimeout, ErrInternal} {
+		ErrBusy, ErrPurged, ErrTimeout, ErrFull, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
 		}
@@ -392,7 +403,23 @@ func wrap(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%w: %s: %v", ErrTimeout, op, err)
 	}
+	if isFull(err) {
+		return fmt.Errorf("%w: %s: %v", ErrFull, op, err)
+	}
 	return fmt.Errorf("%w: %s: %v", ErrInternal, op, err)
+}
+
+// isFull reports whether a driver or file error says the volume is full.
+// SQLite answers SQLITE_FULL when a write to the database, its WAL or a
+// temporary file fails with ENOSPC; it rolls the statement or transaction
+// back (and the driver rolls back a failed COMMIT), so the write connection
+// is left usable.
+func isFull(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrFull {
+		return true
+	}
+	return volume.IsFull(err)
 }
 
 func ptrInt(n sql.NullInt64) *int64 {
