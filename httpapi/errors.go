@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/queue"
 	"github.com/expo-free-agent/controller/store"
 )
@@ -87,6 +88,10 @@ var answers = []struct {
 	{store.ErrOTPInvalid, answer{http.StatusUnauthorized, msgInvalidOTP}},
 	{store.ErrOTPExpired, answer{http.StatusUnauthorized, msgOTPExpired}},
 	{queue.ErrTooManyRetries, answer{http.StatusTooManyRequests, msgTooManyRetries}},
+	// A volume that filled up under a write: nothing was kept, and the
+	// same request succeeds once space is freed.
+	{files.ErrNoSpace, answer{http.StatusInsufficientStorage, msgInsufficientStorage}},
+	{store.ErrFull, answer{http.StatusInsufficientStorage, msgInsufficientStorage}},
 }
 
 // answerFor decides the answer to err on route r for caller cl.

@@ -30,6 +30,9 @@ const (
 	msgTooManyStreams    = "Too many log streams"
 	msgLogsBusy          = "Too many log lines waiting, retry later"
 
+	// A volume under --min-free-disk, or full (§1.1): nothing was stored.
+	msgInsufficientStorage = "Insufficient storage"
+
 	// The newer worker generation's credentials (§4.12–§4.14).
 	msgBadWorkerToken      = "Invalid or expired worker token"
 	msgWorkerTokenMismatch = "Worker token does not match worker_id"

@@ -14,10 +14,11 @@ import (
 // Database unavailable when the database cannot be written (its file deleted
 // or replaced, read-only, on a full volume, failing writes, or not answering
 // within 2 s) and 503 Storage not writable when the storage root refuses a
-// new file. The database's write probe (a commit and an fsync) runs at most
-// once per second whatever the rate of requests; the other checks run on
-// every request. The 200 answer names the running build (version and
-// revision).
+// new file. A 200 says "degraded" instead of "ok" while either volume has
+// less free space than --min-free-disk, and names the running build (version
+// and revision). The database's write probe (a commit and an fsync) and the
+// free-space reading run at most once per second whatever the rate of
+// requests; the other checks run on every request.
 func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), healthTimeout)
 	defer cancel()
@@ -30,13 +31,21 @@ func (s *Server) health(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "error", "error": msgDatabaseUnavailable})
 	}
 	active := counts.Active()
+	disk := s.disk.read()
+	status := "ok"
+	if disk.low(s.cfg.Disk.MinFree) {
+		status = "degraded" // still serving; submits, retries and uploads get 507
+	}
+	storage, database := disk.healthJSON()
 	build := version.Get()
 	return c.JSON(http.StatusOK, map[string]any{
-		"status":   "ok",
-		"queue":    map[string]int{"pending": counts.Pending, "active": active, "total": counts.Pending + active},
-		"storage":  map[string]bool{"exists": true},
-		"version":  build.Version,
-		"revision": build.Revision,
+		"status":         status,
+		"queue":          map[string]int{"pending": counts.Pending, "active": active, "total": counts.Pending + active},
+		"storage":        storage,
+		"database":       database,
+		"min_free_bytes": s.cfg.Disk.MinFree,
+		"version":        build.Version,
+		"revision":       build.Revision,
 	})
 }
 

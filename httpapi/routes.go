@@ -22,6 +22,9 @@ type route struct {
 	failSource string
 	// page: an HTML page of the dashboard, whose errors are pages too.
 	page bool
+	// storesFiles marks a route that writes new files: under
+	// --min-free-disk it is refused (507) before its body is read.
+	storesFiles bool
 	// override rewords entries of the answers table for this route.
 	override []struct {
 		err error
@@ -56,7 +59,8 @@ func (s *Server) routes() []*route {
 	}
 	return []*route{
 		// Developers (§2).
-		{method: http.MethodPost, paths: []string{"/api/builds/submit", "/api/builds"}, handle: s.submit, access: adminOnly, fail: msgSubmitFailed},
+		{method: http.MethodPost, paths: []string{"/api/builds/submit", "/api/builds"}, handle: s.submit, access: adminOnly, fail: msgSubmitFailed,
+			storesFiles: true},
 		{method: http.MethodGet, paths: []string{"/api/builds"}, handle: s.listBuilds, access: adminOnly},
 		{method: http.MethodGet, paths: []string{"/api/builds/active"}, handle: s.activeBuilds, access: adminOnly},
 		{method: http.MethodGet, paths: []string{"/api/builds/:id/status", "/api/builds/:id"}, handle: s.buildStatus, access: adminOrToken},
@@ -69,7 +73,8 @@ func (s *Server) routes() []*route {
 				err error
 				answer
 			}{{queue.ErrFinished, answer{http.StatusBadRequest, msgBuildFinished}}}},
-		{method: http.MethodPost, paths: []string{"/api/builds/:id/retry"}, handle: s.retry, access: adminOrToken, fail: msgRetryFailed},
+		{method: http.MethodPost, paths: []string{"/api/builds/:id/retry"}, handle: s.retry, access: adminOrToken, fail: msgRetryFailed,
+			storesFiles: true},
 
 		// Workers (§4).
 		{method: http.MethodPost, paths: []string{"/api/workers/register"}, handle: s.register, access: workerKeyOnly, fail: msgRegisterFailed},
@@ -87,7 +92,7 @@ func (s *Server) routes() []*route {
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/telemetry"}, handle: s.telemetry, access: telemetryCaller,
 			fail: msgTelemetryFailed, notMine: msgWorkerNotAssigned},
 		{method: http.MethodPost, paths: []string{"/api/workers/upload", "/api/workers/result"}, handle: s.upload, access: workerCaller,
-			fail: msgUploadFailed, notMine: msgNotAssignedToWorker},
+			fail: msgUploadFailed, notMine: msgNotAssignedToWorker, storesFiles: true},
 		{method: http.MethodPost, paths: []string{"/api/workers/:id/unregister", "/api/workers/unregister"}, handle: s.unregister,
 			access: workerCaller, fail: msgUnregisterFailed},
 		{method: http.MethodPost, paths: []string{"/api/workers/abandon"}, handle: s.abandon, access: workerCaller,
@@ -101,7 +106,7 @@ func (s *Server) routes() []*route {
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/vm-ready"}, handle: s.vmReady, access: vmOnly, fail: msgVMReadyFailed},
 		{method: http.MethodGet, paths: []string{"/api/builds/:id/vm-status"}, handle: s.vmStatus, access: public, fail: msgVMStatusFailed},
 		{method: http.MethodPost, paths: []string{"/api/builds/:id/artifact"}, handle: s.artifact, access: artifactor,
-			fail: msgUploadFailed, notMine: msgNotAssignedToWorker},
+			fail: msgUploadFailed, notMine: msgNotAssignedToWorker, storesFiles: true},
 		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id"}, handle: s.listDiagnostics, access: adminOnly, fail: msgFetchDiagFailed},
 		{method: http.MethodGet, paths: []string{"/api/diagnostics/:worker_id/latest"}, handle: s.latestDiagnostic, access: adminOnly, fail: msgFetchDiagFailed},
 
@@ -127,7 +132,7 @@ func (s *Server) routes() []*route {
 				answer
 			}{{queue.ErrFinished, answer{http.StatusBadRequest, msgBuildFinished}}}},
 		{method: http.MethodPost, paths: []string{"/builds/:id/retry"}, handle: s.dashboardRetry, access: signedInForm, page: true,
-			fail: msgRetryFailed},
+			fail: msgRetryFailed, storesFiles: true},
 		{method: http.MethodPost, paths: []string{"/workers/:id/unregister"}, handle: s.dashboardUnregister, access: signedInForm,
 			page: true, fail: msgUnregisterFailed},
 		{method: http.MethodGet, paths: []string{"/metrics"}, handle: s.metricsHandler(), access: metrics},
@@ -144,7 +149,8 @@ func routeOf(c echo.Context) *route {
 }
 
 // echo builds the router from the table. Each route runs: its row is
-// recorded, a panic becomes its 500, the caller is resolved or refused, the
+// recorded, a panic becomes its 500, the caller is resolved or refused, a
+// route that stores files is refused under the free-space floor, the
 // handler runs.
 func (s *Server) echo() *echo.Echo {
 	e := echo.New()
@@ -159,8 +165,12 @@ func (s *Server) echo() *echo.Echo {
 				return next(c)
 			}
 		}
+		mw := []echo.MiddlewareFunc{withRoute, s.recoverPanics, s.authorize(r)}
+		if r.storesFiles {
+			mw = append(mw, s.needsDisk)
+		}
 		for _, p := range r.paths {
-			e.Add(r.method, p, r.handle, withRoute, s.recoverPanics, s.authorize(r))
+			e.Add(r.method, p, r.handle, mw...)
 		}
 	}
 	return e

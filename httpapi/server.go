@@ -163,6 +163,8 @@ type Config struct {
 	// BuildTimeout and WorkerTimeout are the liveness monitor's, for the
 	// dashboard's warnings (builds near their timeout).
 	BuildTimeout, WorkerTimeout time.Duration
+	// Disk is the floor of free space and the volumes it watches.
+	Disk DiskConfig
 	// Builds is the queue manager's observer, served on /metrics (a fresh,
 	// empty one if nil).
 	Builds *BuildObserver
@@ -185,6 +187,7 @@ type Server struct {
 	stats   statsCache
 	retries *rateLimiter // the pace of build-token retries, per retry chain
 	probes  healthProbes
+	disk    *diskGuard    // free space: the 507 of the routes that store files
 	streams streamGate    // the live logs open
 	closing chan struct{} // closed when the server starts to shut down: live logs end
 	closed  sync.Once
@@ -241,6 +244,8 @@ func New(cfg Config, q Queue, st Store, fs Files, log *slog.Logger) *Server {
 	s.streams.max = int64(cfg.MaxStreams)
 	s.retries = newRateLimiter(retryEvery, retryBurst, rateLimitKeys, cfg.Clock.Now)
 	s.metrics = newMetrics(st, q)
+	s.disk = newDiskGuard(cfg.Disk, cfg.Clock.Now, log)
+	s.metrics.reg.MustRegister(s.disk.collectors()...)
 	if cfg.Builds == nil {
 		cfg.Builds = NewBuildObserver()
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/cmd/app"
 )
 
 // dbFiles are the database and its WAL and shared-memory files.
@@ -129,9 +131,10 @@ func fill(t *testing.T, dir string) string {
 }
 
 // TestFullDisk: the database's volume and then the storage's volume fill up
-// (each a small tmpfs of its own). /health says so (503) and a submit is
-// refused and changes nothing; once space is freed, both work again without
-// a restart.
+// (each a small tmpfs of its own; --min-free-disk off, so the writes really
+// meet ENOSPC). /health says so (503) and a submit is refused with 507
+// Insufficient storage and changes nothing; once space is freed, both work
+// again without a restart.
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -142,7 +145,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		t.Skip("cannot mount a tmpfs here (needs root)")
 	}
-	c := StartIn(t, dir)
+	c := StartIn(t, dir, WithConfig(func(cfg *app.Config) { cfg.MinFreeDisk = 0 }))
 	c.Submit("ios", []byte("kept"), nil)
 	submit := func() Response {
 		return c.PostMultipart("/api/builds/submit", c.KeyH(), Part{Name: "source", Filename: "s.zip", Data: []byte("new")},
@@ -158,8 +161,9 @@ func TestFullDisk(t *testing.T) {
 		require.Equal(t, http.StatusServiceUnavailable, h.Status, "%s full: %s", vol.name, h.Body)
 		require.Equal(t, vol.health, h.Object(t)["error"])
 		r := submit()
-		require.Equal(t, http.StatusInternalServerError, r.Status, "%s full", vol.name)
-		require.Equal(t, "Build submission failed", r.Error(t))
+		require.Equal(t, http.StatusInsufficientStorage, r.Status, "%s full: %s", vol.name, r.Body)
+		require.Equal(t, "Insufficient storage", r.Error(t))
+		requireNoLeak(t, r)
 		require.Equal(t, before, builds(), "%s full: the refused submit changed nothing", vol.name)
 		after := slices.DeleteFunc(storageFiles(t, storage), func(f string) bool { return f == "filler" })
 		require.Equal(t, files, after, "%s full: no file left", vol.name)

@@ -15,15 +15,18 @@ import (
 
 func TestHealth(t *testing.T) {
 	t.Parallel()
-	c := Start(t)
+	vol := &fakeVolumes{}
+	c := Start(t, withVolumes(vol))
 	build := version.Get()
 	for _, p := range []string{"/health", "/api/health"} {
 		r := c.Get(p, nil)
 		require.Equal(t, http.StatusOK, r.Status)
 		require.Equal(t, "*", r.Header.Get("Access-Control-Allow-Origin"))
 		require.Equal(t, map[string]any{"status": "ok",
-			"queue":   map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0},
-			"storage": map[string]any{"exists": true}, "version": build.Version, "revision": build.Revision}, r.Object(t))
+			"queue":          map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0},
+			"storage":        map[string]any{"exists": true, "free_bytes": float64(100 << 30)},
+			"database":       map[string]any{"free_bytes": float64(100 << 30)},
+			"min_free_bytes": float64(1 << 30), "version": build.Version, "revision": build.Revision}, r.Object(t))
 	}
 	c.Submit("ios", []byte("a"), nil)
 	c.Submit("ios", []byte("b"), nil)

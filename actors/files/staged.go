@@ -24,14 +24,14 @@ type Staged struct {
 
 // Stage streams r into a new temporary file of the kind's directory through a
 // 64 KiB buffer, hashing it, and fsyncs it. More than limit bytes gives
-// ErrTooLarge; any failure, including a read error of r (an interrupted
-// upload), removes the temporary file. progress, if not nil, is called with the
+// ErrTooLarge, a full volume ErrNoSpace; any failure, including a read error
+// of r (an interrupted upload), removes the temporary file. progress, if not nil, is called with the
 // byte count after each chunk.
 func (f *Store) Stage(kind Kind, r io.Reader, limit int64, progress func(int64)) (*Staged, error) {
 	dir := filepath.Join(f.root, kind.dir())
 	tmp, err := f.fs.CreateTemp(dir, tempPrefix+f.bootID+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("create temporary file: %w", err)
+		return nil, noSpace(fmt.Errorf("create temporary file: %w", err))
 	}
 	s := &Staged{f: f, kind: kind, tmp: tmp}
 	h := sha256.New()
@@ -45,7 +45,7 @@ func (f *Store) Stage(kind Kind, r io.Reader, limit int64, progress func(int64))
 	}
 	if err != nil {
 		s.Discard()
-		return nil, err
+		return nil, noSpace(err)
 	}
 	s.Size, s.SHA256 = n, hex.EncodeToString(h.Sum(nil))
 	return s, nil
@@ -117,7 +117,8 @@ func copyLimited(w io.Writer, h hash.Hash, r io.Reader, limit int64, progress fu
 
 // Commit gives the staged file its final name kind/<id><ext> (replacing an
 // earlier attempt's leftover) and syncs the directory, sharing that fsync
-// with concurrent commits. It returns the path relative to the root. On
+// with concurrent commits. It returns the path relative to the root, or
+// ErrNoSpace when naming the file needed space there was none of. On
 // failure nothing is left: the temporary file, or the published file if the
 // directory sync failed, is removed.
 func (s *Staged) Commit(id, ext string) (string, error) {
@@ -137,7 +138,7 @@ func (s *Staged) Commit(id, ext string) (string, error) {
 	s.f.claim(rel) // before the name exists: the orphan pass never takes it
 	if err := s.tmp.Publish(dst); err != nil {
 		s.Discard()
-		return "", fmt.Errorf("publish: %w", err)
+		return "", noSpace(fmt.Errorf("publish: %w", err))
 	}
 	if err := s.tmp.Close(); err != nil {
 		s.f.log.Warn("closing a published file", "err", err)
@@ -149,7 +150,7 @@ func (s *Staged) Commit(id, ext string) (string, error) {
 		if rerr := s.f.fs.Remove(dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			s.f.log.Error("removing a file whose directory could not be synced", "err", rerr)
 		}
-		return "", fmt.Errorf("sync directory: %w", err)
+		return "", noSpace(fmt.Errorf("sync directory: %w", err))
 	}
 	return rel, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/expo-free-agent/controller/store/domain"
 	"github.com/expo-free-agent/controller/store/fsync"
+	"github.com/expo-free-agent/controller/store/volume"
 )
 
 // Kind is a class of stored file.
@@ -52,7 +53,19 @@ var (
 	ErrFileNotFound = errors.New("files: not found")
 	// ErrBadPath means an id or path failed validation or left the root.
 	ErrBadPath = errors.New("files: invalid path")
+	// ErrNoSpace means the storage volume ran out of space (ENOSPC, or the
+	// writer's quota: EDQUOT) while a file was written or named; nothing was
+	// kept. It wraps the system's error, which is for logs only.
+	ErrNoSpace = errors.New("files: no space left on the storage volume")
 )
+
+// noSpace marks err as ErrNoSpace when it says the volume is full.
+func noSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) || !volume.IsFull(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrNoSpace, err)
+}
 
 // tempPrefix starts the name of every named temporary file (where unnamed
 // ones are not available); the part after it up to the next '-' is the boot
@@ -256,7 +269,8 @@ func (f *Store) Copy(srcRel string, kind Kind, id, ext string) (string, error) {
 // the file system refuses a hard link (another device, no hard links, the
 // source's link limit, or a name already there) it falls back to Copy. Its
 // errors are Copy's: ErrFileNotFound when the source is absent, ErrBadPath for
-// a path outside the root or an invalid id.
+// a path outside the root or an invalid id, ErrNoSpace when the volume is
+// full.
 func (f *Store) Link(srcRel string, kind Kind, id, ext string) (string, error) {
 	src, _, err := f.Open(srcRel) // the source's checks: under the root, present, a regular file
 	if err != nil {
@@ -283,7 +297,7 @@ func (f *Store) Link(srcRel string, kind Kind, id, ext string) (string, error) {
 		case errors.Is(err, os.ErrNotExist): // the source went away after the check
 			return "", ErrFileNotFound
 		default:
-			return "", fmt.Errorf("link: %w", err)
+			return "", noSpace(fmt.Errorf("link: %w", err))
 		}
 	}
 	if err := f.dirSync[kind].Sync(); err != nil {
@@ -291,7 +305,7 @@ func (f *Store) Link(srcRel string, kind Kind, id, ext string) (string, error) {
 		if rerr := f.fs.Remove(dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			f.log.Error("removing a link whose directory could not be synced", "err", rerr)
 		}
-		return "", fmt.Errorf("sync directory: %w", err)
+		return "", noSpace(fmt.Errorf("sync directory: %w", err))
 	}
 	return rel, nil
 }

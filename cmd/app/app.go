@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -157,7 +158,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		DashboardPublic: cfg.DashboardPublic,
 		BuildTimeout:    cfg.BuildTimeout,
 		WorkerTimeout:   cfg.WorkerTimeout,
-		Clock:           cfg.Clock,
+		Disk: httpapi.DiskConfig{MinFree: cfg.MinFreeDisk, DatabaseDir: filepath.Dir(cfg.DBPath), StorageDir: fs.Root(),
+			FreeBytes: cfg.FreeBytes},
+		Clock: cfg.Clock,
 	}, q, db, fs, log.With("service", "http"))
 	services := supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv}
 	if hooks != nil { // never a nil *Sender in an interface

@@ -51,6 +51,7 @@ type Config struct {
 	MaxSourceSize  int64
 	MaxCertsSize   int64
 	MaxResultSize  int64
+	MinFreeDisk    int64 // below this on either volume, submits, retries and uploads get 507; 0: no floor
 	BuildTimeout   time.Duration
 	WorkerTimeout  time.Duration
 	MaxAttempts    int
@@ -80,6 +81,9 @@ type Config struct {
 	HeaderTimeout   time.Duration            // 0: 10 s
 	BodyReadTimeout time.Duration            // 0: 30 s
 	FailureBackoff  time.Duration
+	// FreeBytes reads a volume's free bytes (nil: statfs); tests simulate
+	// a nearly full disk with it.
+	FreeBytes func(dir string) (int64, error)
 }
 
 // Defaults returns the configuration with every default of docs/API.md §7.
@@ -91,7 +95,7 @@ func Defaults() Config {
 		BaseImageID: httpapi.DefaultBaseImageID, BaseImageV2: httpapi.DefaultBaseImageV2,
 		WorkerTokenTTL: httpapi.DefaultWorkerTokenTTL, OTPTTL: httpapi.DefaultOTPTTL, VMTokenTTL: httpapi.DefaultVMTokenTTL,
 		MaxSourceSize: httpapi.DefaultMaxSourceSize,
-		MaxCertsSize:  httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize,
+		MaxCertsSize:  httpapi.DefaultMaxCertsSize, MaxResultSize: httpapi.DefaultMaxResultSize, MinFreeDisk: httpapi.DefaultMinFreeDisk,
 		BuildTimeout: liveness.DefaultBuildTimeout, WorkerTimeout: liveness.DefaultWorkerTimeout,
 		MaxAttempts: domain.DefaultMaxAttempts, MaxWaiters: queue.DefaultMaxWaiters, MaxStreams: httpapi.DefaultMaxStreams, LogFormat: "text", LogLevel: "info",
 	}
@@ -173,6 +177,7 @@ func parseArgs(args []string, getenv func(string) string, stderr io.Writer, cmd 
 		{"max-source-size", "CONTROLLER_MAX_SOURCE_SIZE", "largest source upload", sizeSetter(&cfg.MaxSourceSize), bytesize.Format(cfg.MaxSourceSize)},
 		{"max-certs-size", "CONTROLLER_MAX_CERTS_SIZE", "largest certs upload", sizeSetter(&cfg.MaxCertsSize), bytesize.Format(cfg.MaxCertsSize)},
 		{"max-result-size", "CONTROLLER_MAX_RESULT_SIZE", "largest result upload", sizeSetter(&cfg.MaxResultSize), bytesize.Format(cfg.MaxResultSize)},
+		{"min-free-disk", "CONTROLLER_MIN_FREE_DISK", "free space to keep on the database's and the storage's volumes: below it, submits, retries and uploads get 507 Insufficient storage (0: no floor)", floorSetter(&cfg.MinFreeDisk), bytesize.Format(cfg.MinFreeDisk)},
 		{"build-timeout", "CONTROLLER_BUILD_TIMEOUT", "no liveness for this long requeues a build", durationSetter(&cfg.BuildTimeout), seconds(cfg.BuildTimeout)},
 		{"worker-timeout", "CONTROLLER_WORKER_TIMEOUT", "not seen for this long marks a worker offline", durationSetter(&cfg.WorkerTimeout), seconds(cfg.WorkerTimeout)},
 		{"max-waiters", "CONTROLLER_MAX_WAITERS", "worker polls held at once by ?wait= (beyond, a poll is answered at once)", intSetter(&cfg.MaxWaiters), strconv.Itoa(cfg.MaxWaiters)},
@@ -324,6 +329,17 @@ func (c Config) checkWebhooks() error {
 func sizeSetter(dst *int64) func(string) error {
 	return func(v string) error {
 		n, err := ParseSize(v)
+		if err == nil {
+			*dst = n
+		}
+		return err
+	}
+}
+
+// floorSetter is sizeSetter, but takes 0 too (no floor).
+func floorSetter(dst *int64) func(string) error {
+	return func(v string) error {
+		n, err := bytesize.Parse(v)
 		if err == nil {
 			*dst = n
 		}

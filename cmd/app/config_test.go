@@ -29,6 +29,7 @@ func TestParseArgsDefaults(t *testing.T) {
 	require.Equal(t, int64(500<<20), cfg.MaxSourceSize)
 	require.Equal(t, int64(50<<20), cfg.MaxCertsSize)
 	require.Equal(t, int64(1<<30), cfg.MaxResultSize)
+	require.Equal(t, int64(1<<30), cfg.MinFreeDisk)
 	require.Equal(t, 300*time.Second, cfg.BuildTimeout)
 	require.Equal(t, 300*time.Second, cfg.WorkerTimeout)
 	require.Equal(t, 3, cfg.MaxAttempts)
@@ -43,7 +44,7 @@ func TestParseArgsFlagBeatsEnvBeatsDefault(t *testing.T) {
 		"CONTROLLER_API_KEY": "env-key-0123456789", "BASE_IMAGE_ID": "img:env", "CONTROLLER_MAX_SOURCE_SIZE": "10MiB",
 		"CONTROLLER_MAX_CERTS_SIZE": "1MiB", "CONTROLLER_MAX_RESULT_SIZE": "2GiB", "CONTROLLER_BUILD_TIMEOUT": "90s",
 		"CONTROLLER_WORKER_TIMEOUT": "2m", "CONTROLLER_MAX_ATTEMPTS": "5", "CONTROLLER_LOG_FORMAT": "json",
-		"CONTROLLER_LOG_LEVEL": "debug", "CONTROLLER_METRICS_PUBLIC": "true",
+		"CONTROLLER_LOG_LEVEL": "debug", "CONTROLLER_METRICS_PUBLIC": "true", "CONTROLLER_MIN_FREE_DISK": "5GiB",
 	})
 	cfg, err := ParseArgs([]string{"start", "-p", "5000", "--db", "/flag/db", "--max-source-size", "64KiB", "--max-attempts=7"}, e, &bytes.Buffer{})
 	require.NoError(t, err)
@@ -62,10 +63,12 @@ func TestParseArgsFlagBeatsEnvBeatsDefault(t *testing.T) {
 	require.Equal(t, "json", cfg.LogFormat)
 	require.Equal(t, "debug", cfg.LogLevel)
 	require.True(t, cfg.MetricsPublic)
+	require.Equal(t, int64(5<<30), cfg.MinFreeDisk)
 
-	cfg, err = ParseArgs([]string{"--port", "6000"}, e, &bytes.Buffer{})
+	cfg, err = ParseArgs([]string{"--port", "6000", "--min-free-disk", "0"}, e, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, 6000, cfg.Port)
+	require.Zero(t, cfg.MinFreeDisk, "0 turns the floor off")
 }
 
 func TestParseArgsErrors(t *testing.T) {
@@ -74,7 +77,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"serve"}, {"start", "extra"}, {"--port", "x"}, {"--port", "70000"}, {"--max-source-size", "lots"},
 		{"--max-certs-size", "5TB"}, {"--build-timeout", "5"}, {"--build-timeout", "-1s"}, {"--max-attempts", "0"},
 		{"--log-format", "xml"}, {"--metrics-public", "maybe"}, {"--nope"}, {"--retention", "-1h"}, {"--retention", "30days"},
-		{"--retention", "1.5d"}, {"--retention", "d"},
+		{"--retention", "1.5d"}, {"--retention", "d"}, {"--min-free-disk", "-1"}, {"--min-free-disk", "1.5GiB"},
 	} {
 		var out bytes.Buffer
 		_, err := ParseArgs(args, env(nil), &out)

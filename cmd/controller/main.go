@@ -3,6 +3,7 @@
 //	controller [start] [--port 3000] [--db ./data/controller.db] [--storage ./storage] ...
 //	controller version
 //	controller gc [--dry-run] --retention 30d [--db ...] [--storage ...]
+//	controller backup [--db ./data/controller.db] <file>
 //
 // See README.md for every setting.
 package main
@@ -29,19 +30,23 @@ func main() { os.Exit(run(os.Args[1:])) }
 // run dispatches on the first word: a subcommand, else the server (whose
 // optional first word is "start").
 func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
 			return versionCommand(args[1:], os.Stdout, os.Stderr)
 		case "gc":
 			return gc(args[1:])
+		case "backup":
+			return backup(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr)
 		}
 	}
-	return serve(args)
+	return serve(ctx, args)
 }
 
-// serve runs the controller until SIGINT or SIGTERM.
-func serve(args []string) int {
+// serve runs the controller until ctx ends (SIGINT or SIGTERM).
+func serve(ctx context.Context, args []string) int {
 	cfg, err := app.ParseArgs(args, os.Getenv, os.Stderr)
 	if errors.Is(err, app.ErrHelp) {
 		return 0
@@ -62,8 +67,6 @@ func serve(args []string) int {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
