@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"math"
 	"net/http"
@@ -98,7 +99,7 @@ func (g *diskGuard) free(name, dir string) int64 {
 	}
 	n, err := g.cfg.FreeBytes(dir)
 	if err != nil {
-		if err != volume.ErrUnsupported {
+		if !errors.Is(err, volume.ErrUnsupported) {
 			g.log.Error("reading free disk space", "volume", name, "err", err)
 		}
 		return -1

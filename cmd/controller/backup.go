@@ -49,6 +49,9 @@ func backup(ctx context.Context, args []string, getenv func(string) string, stdo
 	rep, err := store.Backup(ctx, dbPath, fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(stderr, "controller backup:", err)
+		if errors.Is(err, store.ErrFull) {
+			fmt.Fprintf(stderr, "controller backup: no space left for the copy beside %s; nothing was kept\n", fs.Arg(0))
+		}
 		if errors.Is(err, store.ErrBackupExists) || errors.Is(err, store.ErrNotADatabase) || errors.Is(err, store.ErrForeignDatabase) {
 			return 2
 		}
