@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/expo-free-agent/controller/cmd/app"
 )
 
 // dbFiles are the database and its WAL and shared-memory files.
@@ -145,7 +143,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		t.Skip("cannot mount a tmpfs here (needs root)")
 	}
-	c := StartIn(t, dir, WithConfig(func(cfg *app.Config) { cfg.MinFreeDisk = 0 }))
+	c := StartIn(t, dir) // no floor (the harness's setting)
 	c.Submit("ios", []byte("kept"), nil)
 	submit := func() Response {
 		return c.PostMultipart("/api/builds/submit", c.KeyH(), Part{Name: "source", Filename: "s.zip", Data: []byte("new")},

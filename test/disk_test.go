@@ -30,9 +30,11 @@ func (v *fakeVolumes) free(dir string) (int64, error) {
 	return 0, os.ErrNotExist
 }
 
-// withVolumes injects fakeVolumes with plenty of room on both.
+// withVolumes injects fakeVolumes with plenty of room on both, and the
+// default floor (the harness turns it off).
 func withVolumes(v *fakeVolumes) Option {
 	return WithConfig(func(cfg *app.Config) {
+		cfg.MinFreeDisk = app.Defaults().MinFreeDisk
 		v.storageDir, v.databaseDir = cfg.StoragePath, filepath.Dir(cfg.DBPath)
 		v.storage.Store(100 << 30)
 		v.database.Store(100 << 30)
@@ -129,11 +131,11 @@ func TestMinFreeDisk(t *testing.T) {
 	})
 }
 
-// TestMinFreeDiskOff: --min-free-disk 0 never refuses, and /health reports
-// the real free bytes of both volumes.
+// TestMinFreeDiskOff: --min-free-disk 0 (the harness's setting) never
+// refuses, and /health reports the real free bytes of both volumes.
 func TestMinFreeDiskOff(t *testing.T) {
 	t.Parallel()
-	c := Start(t, WithConfig(func(cfg *app.Config) { cfg.MinFreeDisk = 0 }))
+	c := Start(t)
 	h := c.Get("/health", nil).Object(t)
 	require.Equal(t, "ok", h["status"])
 	require.Zero(t, h["min_free_bytes"])
@@ -160,7 +162,7 @@ func TestUploadFillsDisk(t *testing.T) {
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "storage")
 	requireTmpfs(t, storage, "4m")
-	c := StartIn(t, dir, WithConfig(func(cfg *app.Config) { cfg.MinFreeDisk = 0 })) // the real ENOSPC, not the floor
+	c := StartIn(t, dir) // no floor (the harness's setting): the real ENOSPC
 	b := c.Submit("ios", []byte("src"), nil)
 	w := c.Register("w")
 	require.Equal(t, b.ID, c.Poll(w)["id"])

@@ -98,6 +98,10 @@ func StartIn(t testing.TB, dir string, opts ...Option) *Controller {
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.FailureBackoff = 50 * time.Millisecond
 	cfg.LogLevel = "debug"
+	// No free-space floor: tests run in parallel on the machine's disk, and
+	// one test's 1 GiB upload must not make another's submit a 507. The
+	// floor's own tests set it (disk_test.go).
+	cfg.MinFreeDisk = 0
 	for _, o := range opts {
 		o(&cfg)
 	}
