@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/expo-free-agent/controller/store/fsync"
 )
 
 // LimitPages caps the database at n pages on the store's write connection
@@ -22,4 +24,10 @@ func PageCount(ctx context.Context, s *Store) (int64, error) {
 	var n int64
 	err := s.write.QueryRowContext(ctx, "PRAGMA page_count").Scan(&n)
 	return n, err
+}
+
+// FailSyncs makes every later WAL fsync fail with err, as a volume that
+// cannot take the fsync's data would.
+func FailSyncs(s *Store, err error) {
+	s.durable = fsync.NewGroup(func() error { return err })
 }

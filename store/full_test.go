@@ -1,7 +1,9 @@
 package store_test
 
 import (
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -59,4 +61,15 @@ func TestFullDatabase(t *testing.T) {
 	d.createBuild(t, id(999), t0+4, domain.PlatformAndroid)
 	require.Equal(t, domain.StatusPending, d.get(t, id(999)).Status)
 	require.NoError(t, d.s.ProbeWrite(ctx))
+}
+
+// TestFullVolumeAtFsync: an fsync of the WAL refused for want of space (as
+// some file systems do) is ErrFull too, never a driver error.
+func TestFullVolumeAtFsync(t *testing.T) {
+	t.Parallel()
+	d := newTestDB(t)
+	store.FailSyncs(d.s, &os.PathError{Op: "fsync", Path: d.path + "-wal", Err: syscall.ENOSPC})
+	err := d.s.ProbeWrite(t.Context())
+	require.ErrorIs(t, err, store.ErrFull)
+	requireNoDriverError(t, err)
 }
