@@ -137,7 +137,10 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	const versionHelp = "print the version and revision and exit (same as: controller version)"
 	var showVersion bool
 	return parseArgs(args, getenv, stderr, command{
-		usage: "Usage: controller [start] [flags]\n\nRuns the Expo Free Agent build controller.\n",
+		usage: "Usage: controller [start] [flags]\n" +
+			"       controller gc [--dry-run] [flags]       (one retention pass now)\n" +
+			"       controller backup [--db path] <file>   (a checked snapshot of the live database)\n" +
+			"       controller version\n\nRuns the Expo Free Agent build controller.\n",
 		flags: func(fs *flag.FlagSet) { fs.BoolVar(&showVersion, "version", false, versionHelp) },
 		extra: []usage.Flag{{Name: "version", Help: versionHelp}},
 		parsed: func() error {
