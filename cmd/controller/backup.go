@@ -9,6 +9,7 @@ import (
 
 	"github.com/expo-free-agent/controller/cmd/app"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
+	"github.com/expo-free-agent/controller/cmd/internal/usage"
 	"github.com/expo-free-agent/controller/store"
 )
 
@@ -27,13 +28,13 @@ func backup(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	fs := flag.NewFlagSet("controller backup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&dbPath, "db", dbPath, "the controller's SQLite database (env CONTROLLER_DB)")
+	fs.StringVar(&dbPath, "db", dbPath, "the controller's SQLite database")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controller backup [--db path] <file>\n\n"+
 			"Writes a consistent snapshot of the database to <file> (which must not exist) while the\n"+
 			"controller runs, then checks it (PRAGMA integrity_check). Back up the storage root after it\n"+
 			"(docs/DEPLOYMENT.md, Backup and restore).\n\nFlags:\n")
-		fs.PrintDefaults()
+		usage.Print(stderr, usage.FromFlagSet(fs, map[string]string{"db": "CONTROLLER_DB"}))
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
