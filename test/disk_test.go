@@ -68,6 +68,7 @@ func TestMinFreeDisk(t *testing.T) {
 	require.Equal(t, map[string]any{"free_bytes": float64(100 << 30)}, hb["database"])
 	require.Equal(t, float64(1<<30), hb["min_free_bytes"])
 
+	dash := signedIn(t, c)
 	refusals := func(t *testing.T, low string) {
 		t.Helper()
 		builds, files := len(c.Get("/api/builds", c.KeyH()).JSON(t).([]any)), storageFiles(t, filepath.Join(c.Dir, "storage"))
@@ -82,12 +83,16 @@ func TestMinFreeDisk(t *testing.T) {
 			require.Equal(t, http.StatusInsufficientStorage, r.Status, "%s with %s low: %s", name, low, r.Body)
 			require.Equal(t, "Insufficient storage", r.Error(t), name)
 		}
+		// The dashboard's retry is the same operation: refused as a page.
+		r := dash.form(t, "/builds/"+done.ID+"/retry")
+		require.Equal(t, http.StatusInsufficientStorage, r.Status, "dashboard retry with %s low", low)
+		require.Contains(t, string(r.Body), "Insufficient storage")
 		require.Len(t, c.Get("/api/builds", c.KeyH()).JSON(t).([]any), builds, "%s low: no build made", low)
 		require.Equal(t, files, storageFiles(t, filepath.Join(c.Dir, "storage")), "%s low: no file stored", low)
 		require.Equal(t, status, c.Status(running.ID)["status"], "%s low: the running build is untouched", low)
 
 		// The credential is still checked first.
-		r := c.PostMultipart("/api/builds/submit", nil, CLISubmitParts([]byte("src"), nil)...)
+		r = c.PostMultipart("/api/builds/submit", nil, CLISubmitParts([]byte("src"), nil)...)
 		require.Equal(t, http.StatusUnauthorized, r.Status)
 		// What keeps builds moving still works: polls, logs, heartbeats, reads.
 		require.NotNil(t, c.Poll(w), "the worker is given its build again")
