@@ -175,21 +175,40 @@ func (s *Server) postLogs(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"success": true})
 }
 
-// batchLines keeps the well-formed lines of a batch.
+// batchLines keeps the well-formed lines of a batch: objects whose exact
+// keys "level" and "message" are strings (the last of duplicate keys
+// counts, as in decodeStrict), with a valid level. It is decodeStrict's rule
+// for one struct, written out because a batch holds up to thousands of
+// elements: the general decoder's reflection and bookkeeping were a fifth
+// of the controller's CPU under a live-log load.
 func batchLines(batch []json.RawMessage) []store.LogInput {
 	lines := make([]store.LogInput, 0, len(batch))
+	var m map[string]json.RawMessage
 	for _, el := range batch {
-		var l struct {
-			Level   string `json:"level"`
-			Message string `json:"message"`
+		clear(m)
+		if !isObject(el) || json.Unmarshal(el, &m) != nil {
+			continue
 		}
-		got := decodeStrict(el, &l)
-		ok := got.has("level") && got.has("message") && !got.wrongType("level") && !got.wrongType("message")
-		if ok && domain.LogLevel(l.Level).Valid() {
-			lines = append(lines, store.LogInput{Level: domain.LogLevel(l.Level), Message: l.Message})
+		level, ok1 := jsonString(m["level"])
+		message, ok2 := jsonString(m["message"])
+		if ok1 && ok2 && domain.LogLevel(level).Valid() {
+			lines = append(lines, store.LogInput{Level: domain.LogLevel(level), Message: message})
 		}
 	}
 	return lines
+}
+
+// jsonString decodes a raw JSON string; anything else (absent, null, a
+// number, an object) is not one.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // heartbeat is POST /api/builds/:id/heartbeat (§4.6). In the minutes after
