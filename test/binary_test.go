@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 var (
@@ -147,7 +149,7 @@ func (p *Process) Kill() {
 
 // Client returns a Controller-like handle for issuing requests to the process.
 func (p *Process) Client(t testing.TB) *Controller {
-	return &Controller{t: t, URL: p.URL, Key: testKey, Dir: p.Dir, Client: newClient(), logBuf: newSyncBuffer()}
+	return &Controller{t: t, URL: p.URL, Key: testKey, Dir: p.Dir, Client: newClient(), logBuf: &testkit.LockedBuffer{}}
 }
 
 // background is a started command: Done is closed when it exits, and Err is

@@ -19,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // browserWait bounds one browser step. The pages refresh every 2 s (build
@@ -349,7 +351,7 @@ func browserExecPath(t *testing.T) string {
 // every chromedp goroutine to end.
 func startBrowser(t *testing.T, execPath string) context.Context {
 	t.Helper()
-	out := newSyncBuffer()
+	out := &testkit.LockedBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(execPath),
 		chromedp.Headless,

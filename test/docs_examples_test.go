@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // The README's worked example and docs/INTEGRATION_EXAMPLES.md promise that
@@ -157,7 +159,7 @@ func TestDocsExamplesRunInOrder(t *testing.T) {
 	r := newDocRun(t)
 	r.run(readme)
 	require.NotEmpty(t, r.url, "the worked example starts a controller")
-	c := &Controller{t: t, URL: r.url, Key: key, Client: newClient(), logBuf: newSyncBuffer()}
+	c := &Controller{t: t, URL: r.url, Key: key, Client: newClient(), logBuf: &testkit.LockedBuffer{}}
 	defer c.Stop()
 
 	// The worked example: one Android build, completed by the mock worker,
@@ -251,7 +253,7 @@ type docRun struct {
 
 type docBackground struct {
 	block shellBlock
-	out   *syncBuffer
+	out   *testkit.LockedBuffer
 	done  chan struct{}
 }
 
@@ -380,7 +382,7 @@ func (r *docRun) startBackground(b shellBlock) {
 	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+r.prepare(b))
 	cmd.Dir, cmd.Env = r.dir, r.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	bg := &docBackground{block: b, out: newSyncBuffer(), done: make(chan struct{})}
+	bg := &docBackground{block: b, out: &testkit.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = bg.out, bg.out
 	require.NoError(r.t, cmd.Start(), "%s", b)
 	go func() {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // mockResult regenerates what cmd/mock-worker uploads for a build (see its
@@ -37,7 +39,7 @@ func TestEndToEndWithMockWorker(t *testing.T) {
 	defer cl.Stop()
 	b := cl.Submit("ios", []byte("PK\x03\x04 e2e source"), DefaultCerts(t))
 
-	out := newSyncBuffer()
+	out := &testkit.LockedBuffer{}
 	cmd := exec.Command(buildBinary(t, "mock-worker"), "--url", p.URL, "--api-key", testKey,
 		"--name", "e2e-mock", "--platforms", "ios", "--poll-interval", "100ms", "--heartbeat-interval", "100ms",
 		"--build-time", "800ms", "--result-size", "300KiB", "--log-batch", "3", "--once",
@@ -106,7 +108,7 @@ func TestEndToEndWithMockWorkerV2(t *testing.T) {
 	ios := cl.Submit("ios", []byte("PK\x03\x04 e2e v2 source"), DefaultCerts(t))
 	android := cl.Submit("android", []byte("PK\x03\x04 e2e v2 android"), nil)
 
-	out := newSyncBuffer()
+	out := &testkit.LockedBuffer{}
 	cmd := exec.Command(buildBinary(t, "mock-worker"), "--protocol", "v2", "--url", p.URL, "--api-key", testKey,
 		"--name", "e2e-mock-v2", "--platforms", "ios,android", "--poll-interval", "100ms",
 		"--heartbeat-interval", "100ms", "--vm-status-interval", "100ms", "--build-time", "500ms",

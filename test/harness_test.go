@@ -24,6 +24,7 @@ import (
 
 	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/cmd/app"
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -48,7 +49,7 @@ type Controller struct {
 	cfg    app.Config
 	cancel context.CancelFunc
 	done   chan error
-	logBuf *syncBuffer
+	logBuf *testkit.LockedBuffer
 }
 
 // Option adjusts the configuration of a controller under test.
@@ -61,26 +62,6 @@ func WithManualClock() Option {
 
 // WithConfig applies arbitrary changes.
 func WithConfig(f func(*app.Config)) Option { return Option(f) }
-
-// syncBuffer collects the server log for assertions.
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.String()
-}
 
 // Start runs a controller on a new temporary directory.
 func Start(t testing.TB, opts ...Option) *Controller {
@@ -110,7 +91,7 @@ func StartIn(t testing.TB, dir string, opts ...Option) *Controller {
 
 func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 	t.Helper()
-	logs := newSyncBuffer()
+	logs := &testkit.LockedBuffer{}
 	log := app.NewLogger(cfg, logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log)

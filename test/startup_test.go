@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // runBinary runs the controller binary to completion (bounded) in dir.
@@ -171,7 +173,7 @@ func TestBinaryFirstRunAndGracefulStop(t *testing.T) {
 	cmd.Env = append(os.Environ(), "CONTROLLER_API_KEY=")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	logs := newSyncBuffer()
+	logs := &testkit.LockedBuffer{}
 	cmd.Stderr = logs
 	ctl := startBackground(t, cmd)
 	first := make([]byte, 4096)

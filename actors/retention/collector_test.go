@@ -17,6 +17,7 @@ import (
 	"github.com/expo-free-agent/controller/actors/clock"
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/actors/retention"
+	"github.com/expo-free-agent/controller/internal/testkit"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -356,7 +357,7 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	h := b.history(t)
-	var logs lockedBuffer
+	var logs testkit.LockedBuffer
 	c := retention.New(b.st, b.fs, b.clock, slog.New(slog.NewTextHandler(&logs, nil)), retention.Config{Retention: keep})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -389,22 +390,4 @@ func TestServe(t *testing.T) {
 	b.clock.Advance(time.Hour)
 	waitPasses(3)
 	require.NotNil(t, b.build(t, h.kept[4]).PurgedAt)
-}
-
-// lockedBuffer is a log sink safe for the collector's goroutine and the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

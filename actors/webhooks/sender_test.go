@@ -1,7 +1,6 @@
 package webhooks
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -23,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/actors/clock"
+	"github.com/expo-free-agent/controller/internal/testkit"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -111,30 +111,12 @@ func hangUp(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// syncBuffer collects a log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // bundle is a sender on a real SQLite store, with a manual clock.
 type bundle struct {
 	st    *store.Store
 	clock *clock.Manual
 	snd   *Sender
-	log   *syncBuffer
+	log   *testkit.LockedBuffer
 	stop  func() // stops Serve and waits for it
 }
 
@@ -148,7 +130,7 @@ func setup(t *testing.T, urls []string, cfg Config) *bundle {
 	_, err = st.SetWebhookURLs(t.Context(), urls)
 	require.NoError(t, err)
 	cfg.Secret = secret
-	logs := &syncBuffer{}
+	logs := &testkit.LockedBuffer{}
 	clk := clock.NewManual(t0)
 	b := &bundle{st: st, clock: clk, log: logs,
 		snd: New(st, clk, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), cfg)}

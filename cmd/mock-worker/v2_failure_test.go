@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // runV2Failure runs one build that fails and returns the requests, the
@@ -17,7 +19,7 @@ func runV2Failure(t *testing.T, fc *fakeV2, cfg Config) ([]request, []formPart, 
 	t.Helper()
 	srv := fc.start()
 	cfg.URL = srv.URL
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 	reqs := fc.requests()
 	require.Empty(t, byPath(reqs, "POST", v2Build+"/artifact"), "a failed build uploads no artifact")
@@ -135,7 +137,7 @@ func TestV2JobWithoutOTPIsAnError(t *testing.T) {
 		<-fc.polled // polling again after the bad job
 		cancel()
 	}()
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, ctx, cfg, &out))
 	require.Empty(t, byPath(fc.requests(), "POST", v2Build+"/authenticate"))
 	require.Contains(t, out.String(), "poll failed (poll answered a job without id, source_url or otp)")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 func TestV2FullCycle(t *testing.T) {
@@ -21,7 +23,7 @@ func TestV2FullCycle(t *testing.T) {
 			fc := newFakeV2(t, platform)
 			srv := fc.start()
 			cfg := v2Config(t, srv.URL)
-			var out lockedBuffer
+			var out testkit.LockedBuffer
 			require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 			reqs := fc.requests()
 			checkV2Host(t, cfg, filter(reqs, func(r request) bool { return !isVMRequest(r) }))
@@ -151,7 +153,7 @@ func TestV2LongPoll(t *testing.T) {
 	srv := fc.start()
 	cfg := v2Config(t, srv.URL)
 	cfg.Wait = 25 * time.Second
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 	polls := byPath(fc.requests(), "GET", "/api/workers/poll")
 	require.Len(t, polls, 2)
@@ -170,7 +172,7 @@ func TestV2TokenRotation(t *testing.T) {
 	fc.polls = []v2Poll{{rotate: rotated}, {job: true}}
 	srv := fc.start()
 	cfg := v2Config(t, srv.URL)
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 	reqs := fc.requests()
 	polls := byPath(reqs, "GET", "/api/workers/poll")
@@ -203,7 +205,7 @@ func TestV2PollReregisters(t *testing.T) {
 			fc.polls = []v2Poll{{status: tc.status}, {job: true}}
 			srv := fc.start()
 			cfg := v2Config(t, srv.URL)
-			var out lockedBuffer
+			var out testkit.LockedBuffer
 			require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 			reqs := fc.requests()
 			regs := byPath(reqs, "POST", "/api/workers/register")

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 const (
@@ -252,24 +254,6 @@ func holdPoll(r *http.Request) {
 	}
 }
 
-// lockedBuffer is the worker's console output, readable while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func testConfig(t *testing.T, url string) Config {
 	return Config{
 		URL: url, APIKey: testKey, Name: "test-worker", Platforms: []string{"ios", "android"},
@@ -312,7 +296,7 @@ func TestFullBuildCycle(t *testing.T) {
 	fc := newFakeController(t)
 	srv := fc.start()
 	cfg := testConfig(t, srv.URL)
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 	reqs := fc.requests()
 	build := "/api/builds/" + testBuildID
@@ -473,7 +457,7 @@ func TestCancelledBuildIsAbandoned(t *testing.T) {
 		<-fc.polled // back to polling after the abandoned build
 		cancel()
 	}()
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	require.NoError(t, runWorker(t, ctx, cfg, &out))
 
 	reqs := fc.requests()
@@ -586,7 +570,7 @@ func TestRegister(t *testing.T) {
 		fc := newFakeController(t)
 		fc.registerFailures = []int{503, 502}
 		srv := fc.start()
-		var out lockedBuffer
+		var out testkit.LockedBuffer
 		require.NoError(t, runWorker(t, context.Background(), testConfig(t, srv.URL), &out))
 		require.Len(t, byPath(fc.requests(), "POST", "/api/workers/register"), 3)
 		require.Contains(t, out.String(), "cannot register with "+srv.URL+" (503 Service Unavailable); retrying in 10ms")
@@ -647,15 +631,15 @@ func TestStopSignalUnregisters(t *testing.T) {
 
 // notifyingBuffer closes seen the first time the output contains match.
 type notifyingBuffer struct {
-	lockedBuffer
+	testkit.LockedBuffer
 	match string
 	seen  chan struct{}
 	once  sync.Once
 }
 
 func (b *notifyingBuffer) Write(p []byte) (int, error) {
-	n, err := b.lockedBuffer.Write(p)
-	if strings.Contains(b.lockedBuffer.String(), b.match) {
+	n, err := b.LockedBuffer.Write(p)
+	if strings.Contains(b.LockedBuffer.String(), b.match) {
 		b.once.Do(func() { close(b.seen) })
 	}
 	return n, err
@@ -670,7 +654,7 @@ func TestLongPoll(t *testing.T) {
 		srv := fc.start()
 		cfg := testConfig(t, srv.URL)
 		cfg.Wait = 30 * time.Second
-		var out lockedBuffer
+		var out testkit.LockedBuffer
 		require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 		polls := byPath(fc.requests(), "GET", "/api/workers/poll")
 		require.Len(t, polls, 1)
@@ -683,7 +667,7 @@ func TestLongPoll(t *testing.T) {
 		fc := newFakeController(t)
 		srv := fc.start()
 		cfg := testConfig(t, srv.URL)
-		var out lockedBuffer
+		var out testkit.LockedBuffer
 		require.NoError(t, runWorker(t, context.Background(), cfg, &out))
 		polls := byPath(fc.requests(), "GET", "/api/workers/poll")
 		require.Equal(t, "worker_id="+testWorkerID, polls[0].Query, "no wait parameter")
