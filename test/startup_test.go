@@ -24,7 +24,10 @@ func runBinary(t *testing.T, dir string, args ...string) (int, string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, buildBinary(t, "controller"), args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CONTROLLER_API_KEY=", "PORT=")
+	// Any free port on the loopback unless a test names one: a start that
+	// gets as far as listening must not depend on :3000 being free (other
+	// tests and programs run beside this one).
+	cmd.Env = append(os.Environ(), "CONTROLLER_API_KEY=", "PORT=0", "CONTROLLER_HOST=127.0.0.1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		var ee *exec.ExitError
