@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -35,23 +36,11 @@ func holdWriter(t *testing.T, s *Store) func() {
 // ones wait in the queue.
 func queueUp(t *testing.T, s *Store, i int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("call %d to queue", i), func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		s.appender.mu.Lock()
 		defer s.appender.mu.Unlock()
 		return s.appender.leading && len(s.appender.queue) == i
-	})
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	}, "call %d to queue", i)
 }
 
 func logLines(prefix string, n int) []LogInput {

@@ -413,20 +413,7 @@ func DefaultCerts(t testing.TB) []byte {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, cond func() bool, msg string) {
-	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("condition not met within %s: %s", within, msg)
-		case <-tick.C:
-		}
-	}
-}
+var eventually = testkit.Eventually
 
 // storageFiles lists every file under the storage root (relative paths).
 func storageFiles(t testing.TB, root string) []string {

@@ -177,20 +177,7 @@ func (b *bundle) outbox(t *testing.T) []store.Delivery {
 }
 
 // eventually polls cond until it holds, or fails the test after within.
-func eventually(t *testing.T, within time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("not within %s: "+msg, append([]any{within}, args...)...)
-		case <-tick.C:
-		}
-	}
-}
+var eventually = testkit.Eventually
 
 func counts(s *Sender) [3]int64 {
 	d, r, g := s.DeliveryCounts()
