@@ -33,6 +33,7 @@ import (
 	"github.com/google/uuid"
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/expo-free-agent/controller/cmd/internal/usage"
 	"github.com/expo-free-agent/controller/store"
 )
 
@@ -53,6 +54,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.lines, "lines", 50, "log lines per build")
 	fs.IntVar(&cfg.works, "workers", 50, "workers the builds ran on")
 	fs.IntVar(&cfg.days, "days", 365, "the builds end over this many days up to now")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: seed-history --db <file> [flags]\n\n"+
+			"Fills a fresh controller database with finished builds and their logs, for the\n"+
+			"large-history measurements (docs/BENCHMARKS.md).\n\nFlags:\n")
+		usage.Print(stderr, usage.FromFlagSet(fs, nil))
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -63,14 +70,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "seed-history: --db is required; --builds, --workers and --days must be at least 1, --lines at least 0")
 		return 2
 	}
-	if err := seed(context.Background(), cfg, stdout); err != nil {
+	if err := seed(context.Background(), cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "seed-history:", err)
 		return 1
 	}
 	return 0
 }
 
-func seed(ctx context.Context, cfg config, out io.Writer) error {
+func seed(ctx context.Context, cfg config, out, progress io.Writer) error {
 	s, err := store.Open(ctx, cfg.db) // the schema, exactly as the controller makes it
 	if err != nil {
 		return err
@@ -122,7 +129,7 @@ func seed(ctx context.Context, cfg config, out io.Writer) error {
 	for _, w := range workers {
 		perWorker[w] = &done{}
 	}
-	err = inBatches(ctx, db, len(ids), 5000, func(tx *sql.Tx, from, to int) error {
+	err = inBatches(ctx, db, progress, len(ids), 5000, func(tx *sql.Tx, from, to int) error {
 		build, err := tx.PrepareContext(ctx, `INSERT INTO builds (id, platform, status, worker_id, submitted_at,
 			started_at, completed_at, last_activity_at, error_message, source_path, certs_path, result_path,
 			result_size, result_sha256, token_hash, assignment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`)
@@ -187,7 +194,7 @@ func seed(ctx context.Context, cfg config, out io.Writer) error {
 
 	start = time.Now()
 	perTx := max(1, 100_000/cfg.lines) // ~100,000 lines per transaction
-	err = inBatches(ctx, db, len(ids), perTx, func(tx *sql.Tx, from, to int) error {
+	err = inBatches(ctx, db, progress, len(ids), perTx, func(tx *sql.Tx, from, to int) error {
 		line, err := tx.PrepareContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
 			VALUES (?, ?, ?, ?, ?)`)
 		if err != nil {
@@ -227,8 +234,8 @@ func logLine(rng *rand.Rand, seq, of int) (string, string) {
 }
 
 // inBatches calls fn for [from, to) ranges of n items, each range in one
-// transaction, printing progress.
-func inBatches(ctx context.Context, db *sql.DB, n, size int, fn func(tx *sql.Tx, from, to int) error) error {
+// transaction, writing progress lines to progress.
+func inBatches(ctx context.Context, db *sql.DB, progress io.Writer, n, size int, fn func(tx *sql.Tx, from, to int) error) error {
 	for from := 0; from < n; from += size {
 		to := min(from+size, n)
 		tx, err := db.BeginTx(ctx, nil)
@@ -243,7 +250,7 @@ func inBatches(ctx context.Context, db *sql.DB, n, size int, fn func(tx *sql.Tx,
 			return err
 		}
 		if from/size%20 == 0 {
-			fmt.Fprintf(os.Stderr, "seed-history: %d/%d\n", to, n)
+			fmt.Fprintf(progress, "seed-history: %d/%d\n", to, n)
 		}
 	}
 	return nil

@@ -61,4 +61,9 @@ func TestSeed(t *testing.T) {
 	require.Equal(t, 1, run([]string{"--db", db, "--builds", "1"}, &out, &errs))
 	require.Contains(t, errs.String(), "already holds 300 builds")
 	require.Equal(t, 2, run([]string{"--builds", "1"}, &out, &errs), "--db is required")
+
+	errs.Reset()
+	require.Equal(t, 0, run([]string{"-h"}, &out, &errs))
+	require.Contains(t, errs.String(), "Usage: seed-history --db <file> [flags]")
+	require.Regexp(t, `(?m)^  --builds +finished builds to write`, errs.String())
 }
