@@ -12,8 +12,9 @@ import (
 // AssignBuild hands a pending build to an idle worker in one transaction: the
 // build becomes assigned (worker, start and liveness = now), the worker
 // building, and "Assigned to worker <name>" is logged. It returns ErrNotFound,
-// ErrWorkerNotFound, or ErrConflict when the build is not pending or the worker
-// already holds a build.
+// ErrWorkerNotFound, ErrConflict when the build is not pending or the worker
+// already holds a build, or (PostgreSQL) ErrLocked when another node's
+// transaction is assigning the build right now.
 func (s *Store) AssignBuild(ctx context.Context, buildID, workerID string, now int64) error {
 	return s.assign(ctx, buildID, workerID, now, nil)
 }
@@ -28,7 +29,7 @@ func (s *Store) AssignBuildWithOTP(ctx context.Context, buildID, workerID string
 func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64, otp *TokenGrant) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "assign build", func(tx *sql.Tx) error {
+	return s.tx(ctx, "assign build", func(tx *Tx) error {
 		name, err := workerName(ctx, tx, workerID)
 		if err != nil {
 			return err
@@ -40,6 +41,27 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 		}
 		if held > 0 {
 			return ErrConflict
+		}
+		if tx.postgres() {
+			// Another node assigning this build holds its row: skip it at
+			// once (ErrConflict; the caller tries its next build) rather
+			// than wait for that transaction.
+			var locked string
+			err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE id = ? AND status = 'pending'
+				FOR UPDATE SKIP LOCKED`, buildID).Scan(&locked)
+			if errors.Is(err, sql.ErrNoRows) {
+				b, gerr := getBuild(ctx, tx, buildID)
+				if gerr != nil {
+					return gerr // ErrNotFound
+				}
+				if b.Status == domain.StatusPending {
+					return ErrLocked
+				}
+				return ErrConflict
+			}
+			if err != nil {
+				return err
+			}
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
 			started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
@@ -56,7 +78,7 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 		}
 		noteStatus(ctx, buildID)
 		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
-			last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
+			last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
 			return err
 		}
 		if otp != nil {
@@ -78,7 +100,7 @@ func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.B
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var before domain.Build
-	err := s.tx(ctx, "cancel build", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "cancel build", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, id)
 		if err != nil {
 			return err
@@ -127,7 +149,7 @@ type Finish struct {
 func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "finish build", func(tx *sql.Tx) error {
+	return s.tx(ctx, "finish build", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, f.BuildID)
 		if err != nil {
 			return err
@@ -167,7 +189,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE workers SET `+counter+` = `+counter+` + 1,
-			status = 'idle', last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`, f.Now, f.WorkerID)
+			status = 'idle', last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`, f.Now, f.WorkerID)
 		return err
 	})
 }
@@ -181,7 +203,7 @@ func (s *Store) TimeoutBuild(ctx context.Context, buildID, workerID string, cuto
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	outcome := domain.TimeoutNone
-	err := s.tx(ctx, "timeout build", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "timeout build", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
 			return err
@@ -221,7 +243,7 @@ func (s *Store) AbandonBuild(ctx context.Context, buildID, workerID, reason stri
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	outcome := domain.TimeoutNone
-	err := s.tx(ctx, "abandon build", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "abandon build", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
 			return err
@@ -260,7 +282,7 @@ type attemptEnd struct {
 // counting an attempt: requeued at its place while attempts remain, else
 // failed (domain.DecideTimeout); its worker becomes idle. The outbox gets
 // build.requeued or build.failed.
-func endAttempt(ctx context.Context, tx *sql.Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
+func endAttempt(ctx context.Context, tx *Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
 	noteStatus(ctx, b.ID)
 	decision := domain.DecideTimeout(b.Attempts, maxAttempts)
 	n := decision.Attempt
@@ -301,7 +323,7 @@ func (s *Store) RequeueOnUnregister(ctx context.Context, workerID string, now in
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var requeued string
-	err := s.tx(ctx, "unregister worker", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "unregister worker", func(tx *Tx) error {
 		name, err := workerName(ctx, tx, workerID)
 		if err != nil {
 			return err
@@ -337,7 +359,7 @@ func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var requeued []string
-	err := s.tx(ctx, "recover", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "recover", func(tx *Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE status IN ('assigned', 'building')
 			AND (worker_id IS NULL OR worker_id NOT IN (SELECT id FROM workers)) ORDER BY submitted_at, id`)
 		if err != nil {
@@ -382,7 +404,7 @@ func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
 
 // requeue returns a running build to pending at its submit-order place and
 // writes build.requeued to the outbox.
-func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason string) error {
+func requeue(ctx context.Context, tx *Tx, id string, now int64, reason string) error {
 	noteStatus(ctx, id)
 	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
 		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
@@ -395,7 +417,7 @@ func requeue(ctx context.Context, tx *sql.Tx, id string, now int64, reason strin
 }
 
 // releaseWorker makes a building worker idle (an offline one stays offline).
-func releaseWorker(ctx context.Context, tx *sql.Tx, workerID string) error {
+func releaseWorker(ctx context.Context, tx *Tx, workerID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'idle' WHERE id = ? AND status = 'building'`, workerID)
 	return err
 }

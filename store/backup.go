@@ -48,6 +48,10 @@ type BackupReport struct {
 // another program's database; ErrFull when dest's volume fills up;
 // ErrTimeout when ctx ends; ErrInternal otherwise.
 func Backup(ctx context.Context, dbPath, dest string) (BackupReport, error) {
+	if IsPostgresURL(dbPath) {
+		return BackupReport{}, fmt.Errorf("%w: %s is PostgreSQL: back it up with PostgreSQL's own tools "+
+			"(pg_dump, or base backups with WAL archiving; docs/DEPLOYMENT.md)", ErrNotADatabase, RedactURL(dbPath))
+	}
 	if _, err := os.Lstat(dest); err == nil {
 		return BackupReport{}, fmt.Errorf("%w: %s; name a new file", ErrBackupExists, dest)
 	} else if !errors.Is(err, os.ErrNotExist) {

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
@@ -22,6 +24,7 @@ import (
 // self-contained file, and opens as a working store.
 func TestBackupUnderWrites(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "controller backup copies the SQLite file")
 	d := newTestDB(t)
 	ctx := t.Context()
 	b, w := d.running(t, "w", t0)
@@ -101,6 +104,7 @@ func TestBackupUnderWrites(t *testing.T) {
 
 func TestBackupRefusals(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "controller backup copies the SQLite file")
 	d := newTestDB(t)
 	d.build(t, t0)
 	dir := t.TempDir()
@@ -152,6 +156,7 @@ func TestBackupRefusals(t *testing.T) {
 // and the controller opens it as before.
 func TestBackupOfStoppedDatabase(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "controller backup copies the SQLite file")
 	path := filepath.Join(t.TempDir(), "controller.db")
 	s, err := store.Open(t.Context(), path)
 	require.NoError(t, err)

@@ -55,7 +55,7 @@ func (s *Store) BuildPage(ctx context.Context, q BuildQuery) ([]domain.Build, bo
 		out  []domain.Build
 		more bool
 	)
-	err := s.readTx(ctx, "build page", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "build page", func(tx *Tx) error {
 		var cursor *buildKey
 		if q.Before != "" {
 			var k buildKey
@@ -69,7 +69,7 @@ func (s *Store) BuildPage(ctx context.Context, q BuildQuery) ([]domain.Build, bo
 			}
 			cursor = &k
 		}
-		query, args := buildPageQuery(q, cursor)
+		query, args := buildPageQuery(q, cursor, s.pg)
 		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return err
@@ -110,7 +110,7 @@ type buildKey struct {
 // equally good-looking indexes at random (a worker's few builds found by
 // scanning a whole platform); and a statement that could not use it fails
 // instead of scanning the table.
-func buildPageQuery(q BuildQuery, cursor *buildKey) (string, []any) {
+func buildPageQuery(q BuildQuery, cursor *buildKey, postgres bool) (string, []any) {
 	index := "builds_by_submitted"
 	var (
 		where []string
@@ -127,7 +127,11 @@ func buildPageQuery(q BuildQuery, cursor *buildKey) (string, []any) {
 		where, args, index = append(where, "worker_id = ?"), append(args, q.WorkerID), "builds_by_worker"
 	}
 	if q.AppName != "" {
-		where, args, index = append(where, "app_name = ? COLLATE NOCASE"), append(args, q.AppName), "builds_by_app"
+		match := "app_name = ? COLLATE NOCASE"
+		if postgres {
+			match = "lower(app_name) = lower(?)" // its index is on lower(app_name)
+		}
+		where, args, index = append(where, match), append(args, q.AppName), "builds_by_app"
 	}
 	if q.IDPrefix != "" {
 		// The id range [prefix, prefix + U+FFFF): the primary key's index.

@@ -6,13 +6,13 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -25,7 +25,7 @@ func listID(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", 
 
 func openListStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "data", "controller.db"))
+	s, err := Open(t.Context(), testkit.DB(t, t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s
@@ -207,6 +207,7 @@ func TestBuildPageUnknownBefore(t *testing.T) {
 // indexes exist.
 func TestBuildPagePlan(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "query plan")
 	s := openListStore(t)
 	for mask := range 32 {
 		q := BuildQuery{Limit: 100}
@@ -227,7 +228,7 @@ func TestBuildPagePlan(t *testing.T) {
 		if mask&16 != 0 {
 			q.AppName, want = "Coffee Club", "builds_by_app"
 		}
-		query, args := buildPageQuery(q, cursor)
+		query, args := buildPageQuery(q, cursor, false)
 		plan := explain(t.Context(), t, s, query, args...)
 		require.Len(t, plan, 1, "%s: %v", query, plan)
 		require.Contains(t, plan[0], "USING INDEX "+want, query)
@@ -245,9 +246,10 @@ func TestBuildPagePlan(t *testing.T) {
 // range, from the cursor on, whatever else filters.
 func TestBuildPageIDPrefixPlan(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "query plan")
 	s := openListStore(t)
 	for _, cursor := range []*buildKey{nil, {submittedAt: listT0, id: listID(2)}} {
-		query, args := buildPageQuery(BuildQuery{IDPrefix: "0000", Status: domain.StatusFailed, Limit: 10}, cursor)
+		query, args := buildPageQuery(BuildQuery{IDPrefix: "0000", Status: domain.StatusFailed, Limit: 10}, cursor, false)
 		plan := explain(t.Context(), t, s, query, args...)
 		require.Len(t, plan, 1, "%s: %v", query, plan)
 		require.Contains(t, plan[0], "SEARCH builds USING INDEX sqlite_autoindex_builds_1 (id>? AND id<?)", query)

@@ -56,7 +56,7 @@ func getBuild(ctx context.Context, q interface {
 	return b, err
 }
 
-func queryBuilds(ctx context.Context, db *sql.DB, query string, args ...any) ([]domain.Build, error) {
+func queryBuilds(ctx context.Context, db *pool, query string, args ...any) ([]domain.Build, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ type NewBuild struct {
 func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "create build", func(tx *sql.Tx) error {
+	return s.tx(ctx, "create build", func(tx *Tx) error {
 		msg := "Build submitted"
 		root := nb.RootBuildID
 		if nb.OriginalBuildID != nil {
@@ -152,6 +152,7 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 		if err != nil {
 			return err
 		}
+		noteStatus(ctx, nb.ID) // a new pending build (other nodes' queues reload)
 		if err := appendLog(ctx, tx, nb.ID, nb.SubmittedAt, domain.LevelInfo, msg); err != nil {
 			return err
 		}

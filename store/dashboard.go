@@ -25,7 +25,7 @@ const (
 		WHERE status = 'pending' GROUP BY platform`
 	finishedSinceSQL = `SELECT
 		(SELECT COUNT(*) FROM builds INDEXED BY builds_by_end WHERE status = 'completed' AND completed_at >= ?),
-		(SELECT COUNT(*) FROM builds INDEXED BY builds_by_end WHERE status = 'failed' AND completed_at >= ? AND NOT cancelled)`
+		(SELECT COUNT(*) FROM builds INDEXED BY builds_by_end WHERE status = 'failed' AND completed_at >= ? AND cancelled = 0)`
 )
 
 // DashboardFacts reads Facts in one read transaction; the builds finished
@@ -37,7 +37,7 @@ func (s *Store) DashboardFacts(ctx context.Context, since int64) (Facts, error) 
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	f := Facts{PendingByPlatform: map[domain.Platform]int{}, TokenWorkers: map[string]bool{}}
-	err := s.readTx(ctx, "dashboard facts", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "dashboard facts", func(tx *Tx) error {
 		err := eachRow(ctx, tx, pendingByPlatformSQL, func(r *sql.Rows) error {
 			var (
 				p domain.Platform
@@ -66,7 +66,7 @@ func (s *Store) DashboardFacts(ctx context.Context, since int64) (Facts, error) 
 }
 
 // eachRow runs query in tx and calls fn for each row.
-func eachRow(ctx context.Context, tx *sql.Tx, query string, fn func(*sql.Rows) error, args ...any) error {
+func eachRow(ctx context.Context, tx *Tx, query string, fn func(*sql.Rows) error, args ...any) error {
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err

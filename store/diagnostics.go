@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 
 	"github.com/expo-free-agent/controller/store/domain"
@@ -14,13 +13,13 @@ func (s *Store) AddDiagnostic(ctx context.Context, d domain.Diagnostic) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	d.Checks = strings.ToValidUTF8(d.Checks, "\uFFFD") // stored JSON is sent back: it must stay valid
-	return s.tx(ctx, "add diagnostic", func(tx *sql.Tx) error {
+	return s.tx(ctx, "add diagnostic", func(tx *Tx) error {
 		if _, err := workerName(ctx, tx, d.WorkerID); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO diagnostics (id, worker_id, status, run_at, duration_ms,
 			auto_fixed, checks) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			d.ID, d.WorkerID, d.Status, d.RunAt, d.DurationMS, d.AutoFixed, d.Checks)
+			d.ID, d.WorkerID, d.Status, d.RunAt, d.DurationMS, boolInt(d.AutoFixed), d.Checks)
 		return err
 	})
 }
@@ -31,7 +30,7 @@ func (s *Store) Diagnostics(ctx context.Context, workerID string, limit int) ([]
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	out := []domain.Diagnostic{}
-	err := s.readTx(ctx, "diagnostics", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "diagnostics", func(tx *Tx) error {
 		if _, err := workerName(ctx, tx, workerID); err != nil {
 			return err
 		}

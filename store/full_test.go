@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
@@ -19,6 +21,7 @@ import (
 // failed transaction.
 func TestFullDatabase(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "SQLITE_FULL and the WAL's fsync")
 	d := newTestDB(t)
 	ctx := t.Context()
 	b, w := d.running(t, "w", t0)
@@ -67,6 +70,7 @@ func TestFullDatabase(t *testing.T) {
 // some file systems do) is ErrFull too, never a driver error.
 func TestFullVolumeAtFsync(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "SQLITE_FULL and the WAL's fsync")
 	d := newTestDB(t)
 	store.FailSyncs(d.s, &os.PathError{Op: "fsync", Path: d.path + "-wal", Err: syscall.ENOSPC})
 	err := d.s.ProbeWrite(t.Context())

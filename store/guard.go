@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -108,7 +107,12 @@ func (s *Store) CheckFiles() error {
 func (s *Store) ProbeWrite(ctx context.Context) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "probe write", func(tx *sql.Tx) error {
+	return s.tx(ctx, "probe write", func(tx *Tx) error {
+		if s.pg { // a new version of a row nothing else writes
+			_, err := tx.ExecContext(ctx, `UPDATE schema_migrations SET applied_at = applied_at
+				WHERE name = (SELECT MIN(name) FROM schema_migrations)`)
+			return err
+		}
 		// Rewrites the header's user_version (unused otherwise): a real
 		// write through the WAL.
 		_, err := tx.ExecContext(ctx, `PRAGMA user_version = 0`)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
@@ -46,6 +48,7 @@ func plainSQLite(t *testing.T, path string, tables ...string) {
 // they were; an empty file and this controller's own database open.
 func TestOpenRefusesForeignFiles(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "database files")
 	for _, tc := range []struct {
 		name  string
 		make  func(t *testing.T, path string)

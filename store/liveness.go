@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"strconv"
 
 	"github.com/expo-free-agent/controller/store/domain"
@@ -14,7 +13,7 @@ import (
 func (s *Store) TouchBuild(ctx context.Context, buildID, workerID string, now int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "touch build", func(tx *sql.Tx) error {
+	return s.tx(ctx, "touch build", func(tx *Tx) error {
 		_, err := touchAssignee(ctx, tx, buildID, workerID, now)
 		return err
 	})
@@ -25,7 +24,7 @@ func (s *Store) TouchBuild(ctx context.Context, buildID, workerID string, now in
 func (s *Store) Heartbeat(ctx context.Context, buildID, workerID string, progress *float64, now int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "heartbeat", func(tx *sql.Tx) error {
+	return s.tx(ctx, "heartbeat", func(tx *Tx) error {
 		b, err := touchAssignee(ctx, tx, buildID, workerID, now)
 		if err != nil || progress == nil || (b.Progress != nil && *b.Progress == *progress) {
 			return err
@@ -43,7 +42,7 @@ func (s *Store) Heartbeat(ctx context.Context, buildID, workerID string, progres
 func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, now int64, line *LogInput, snap *domain.CPUSnapshot) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "telemetry", func(tx *sql.Tx) error {
+	return s.tx(ctx, "telemetry", func(tx *Tx) error {
 		if _, err := touchAssignee(ctx, tx, buildID, workerID, now); err != nil {
 			return err
 		}
@@ -70,7 +69,7 @@ func (s *Store) RecordTelemetry(ctx context.Context, buildID, workerID string, n
 
 // touchAssignee checks that workerID is the build's current assignee, then
 // sets its liveness to now and moves assigned to building.
-func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, now int64) (domain.Build, error) {
+func touchAssignee(ctx context.Context, tx *Tx, buildID, workerID string, now int64) (domain.Build, error) {
 	b, err := getBuild(ctx, tx, buildID)
 	if err != nil {
 		return domain.Build{}, err
@@ -81,7 +80,7 @@ func touchAssignee(ctx context.Context, tx *sql.Tx, buildID, workerID string, no
 	if b.Status == domain.StatusAssigned {
 		noteStatus(ctx, buildID) // assigned becomes building
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?),
+	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = GREATEST(COALESCE(last_activity_at, 0), ?),
 		status = 'building' WHERE id = ?`, now, buildID)
 	return b, err
 }

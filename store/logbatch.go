@@ -191,7 +191,7 @@ func (s *Store) leadAppends(ctx context.Context) {
 	bctx, cancel := s.opContext(DeferSync(context.WithoutCancel(ctx)))
 	defer cancel()
 	outcomes := make([]error, len(batch))
-	err := s.tx(bctx, "append logs", func(tx *sql.Tx) error {
+	err := s.tx(bctx, "append logs", func(tx *Tx) error {
 		stmt, err := tx.PrepareContext(bctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
 			VALUES (?, ?, ?, ?, ?)`)
 		if err != nil {
@@ -221,7 +221,7 @@ func (s *Store) leadAppends(ctx context.Context) {
 
 // appendLines is one call's part of a batch: the assignee check and
 // liveness, then its lines after the build's last sequence number.
-func appendLines(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, a *logAppend) error {
+func appendLines(ctx context.Context, tx *Tx, insert *sql.Stmt, a *logAppend) error {
 	if a.workerID != "" {
 		if _, err := touchAssignee(ctx, tx, a.buildID, a.workerID, a.now); err != nil {
 			return err

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -17,7 +16,7 @@ type LogInput struct {
 	Stage string
 }
 
-func appendLog(ctx context.Context, tx *sql.Tx, buildID string, now int64, level domain.LogLevel, message string) error {
+func appendLog(ctx context.Context, tx *Tx, buildID string, now int64, level domain.LogLevel, message string) error {
 	e := domain.LogEntry{Timestamp: now, Level: level, Message: domain.Clip(message, domain.MaxLogMessage)}
 	err := tx.QueryRowContext(ctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
 		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM build_logs WHERE build_id = ? RETURNING seq`,
@@ -61,13 +60,13 @@ func (s *Store) logPage(ctx context.Context, buildID string, after int64, limit,
 	defer cancel()
 	out := []domain.LogEntry{}
 	more := false
-	err := s.readTx(ctx, "logs", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "logs", func(tx *Tx) error {
 		if _, err := getBuild(ctx, tx, buildID); err != nil {
 			return err
 		}
-		fetch := limit
-		if fetch >= 0 {
-			fetch++ // one more tells whether the page is the last
+		var fetch any = limit + 1 // one more tells whether the page is the last
+		if limit < 0 {
+			fetch = noLimit(s.pg)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT seq, timestamp, level, message FROM build_logs
 			WHERE build_id = ? AND seq > ? ORDER BY seq LIMIT ?`, buildID, after, fetch)

@@ -76,7 +76,7 @@ func scanDelivery(r scanner) (Delivery, error) {
 // receiver, inside the caller's transaction; the snapshot is the build's row
 // as the transaction has left it so far. With no receiver configured it
 // writes nothing.
-func recordEvent(ctx context.Context, tx *sql.Tx, buildID string, ev Event, now int64) error {
+func recordEvent(ctx context.Context, tx *Tx, buildID string, ev Event, now int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (delivery_id, url, event, build_id, created_at,
 		next_attempt_at, status, platform, worker_id, submitted_at, started_at, completed_at, error_message)
 		SELECT ?, e.url, ?, b.id, ?, ?, b.status, b.platform, b.worker_id, b.submitted_at, b.started_at,
@@ -93,12 +93,12 @@ func (s *Store) SetWebhookURLs(ctx context.Context, urls []string) (int64, error
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var dropped int64
-	err := s.tx(ctx, "set webhook urls", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "set webhook urls", func(tx *Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_endpoints`); err != nil {
 			return err
 		}
 		for _, u := range urls {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO webhook_endpoints (url) VALUES (?)`, u); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (url) VALUES (?) ON CONFLICT DO NOTHING`, u); err != nil {
 				return err
 			}
 		}
@@ -127,7 +127,7 @@ func (s *Store) DueDeliveries(ctx context.Context, now int64, limit int, skip []
 		due  []Delivery
 		next sql.NullInt64
 	)
-	err := s.readTx(ctx, "due deliveries", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "due deliveries", func(tx *Tx) error {
 		due = nil
 		if limit > 0 {
 			not, args := notIn(skip)
@@ -154,7 +154,7 @@ func (s *Store) DueDeliveries(ctx context.Context, now int64, limit int, skip []
 			others = append(others, d.ID)
 		}
 		not, args := notIn(others)
-		err := tx.QueryRowContext(ctx, `SELECT next_attempt_at FROM outbox WHERE 1`+not+`
+		err := tx.QueryRowContext(ctx, `SELECT next_attempt_at FROM outbox WHERE TRUE`+not+`
 			ORDER BY next_attempt_at LIMIT 1`, args...).Scan(&next) // the index, from its start
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
@@ -172,7 +172,7 @@ func (s *Store) DueDeliveries(ctx context.Context, now int64, limit int, skip []
 func (s *Store) MarkDelivered(ctx context.Context, id int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "mark delivered", func(tx *sql.Tx) error {
+	return s.tx(ctx, "mark delivered", func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
 		return err
 	})
@@ -184,7 +184,7 @@ func (s *Store) MarkDelivered(ctx context.Context, id int64) error {
 func (s *Store) MarkFailed(ctx context.Context, id, next int64, lastErr string) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "mark failed", func(tx *sql.Tx) error {
+	return s.tx(ctx, "mark failed", func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,
 			last_error = ? WHERE id = ?`, next, domain.Clip(lastErr, MaxDeliveryError), id)
 		return err
@@ -200,7 +200,7 @@ func (s *Store) GiveUpDeliveries(ctx context.Context, now, cutoff int64, skip []
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var out []Delivery
-	err := s.tx(ctx, "give up deliveries", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "give up deliveries", func(tx *Tx) error {
 		out = nil
 		not, args := notIn(skip)
 		rows, err := tx.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM outbox

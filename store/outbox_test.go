@@ -141,7 +141,12 @@ func TestOutboxSameTransaction(t *testing.T) {
 	require.NoError(t, err)
 	pending := d.build(t, t0)
 	running, w := d.running(t, "w", t0)
-	d.exec(t, `CREATE TRIGGER outbox_refused BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END`)
+	if d.pg {
+		d.exec(t, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$`)
+		d.exec(t, `CREATE TRIGGER outbox_refused BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()`)
+	} else {
+		d.exec(t, `CREATE TRIGGER outbox_refused BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END`)
+	}
 	before := d.dump(t)
 
 	_, err = d.s.CancelBuild(t.Context(), pending, t0+1000)

@@ -51,7 +51,7 @@ func (s *Store) RetentionScopeAt(ctx context.Context, cutoff int64) (RetentionSc
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	scope := RetentionScope{Cutoff: cutoff}
-	err := s.readTx(ctx, "retention scope", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "retention scope", func(tx *Tx) error {
 		for _, p := range []domain.Platform{domain.PlatformIOS, domain.PlatformAndroid} {
 			var id string
 			err := tx.QueryRowContext(ctx, `SELECT id FROM builds INDEXED BY builds_by_end
@@ -82,7 +82,7 @@ func purgeable(keep int) string {
 	INDEXED BY builds_files_kept
 	WHERE files_removed_at IS NULL AND completed_at IS NOT NULL AND purged_at IS NULL
 	AND completed_at < ? AND (completed_at, id) > (?, ?) AND status IN ('completed', 'failed')
-	AND id NOT IN (SELECT NULL WHERE 0` + strings.Repeat(` UNION ALL SELECT ?`, keep) + `)
+	AND id NOT IN (SELECT NULL WHERE FALSE` + strings.Repeat(` UNION ALL SELECT ?`, keep) + `)
 	ORDER BY completed_at, id LIMIT ?`
 }
 
@@ -144,7 +144,7 @@ func (s *Store) MarkPurged(ctx context.Context, scope RetentionScope, now int64,
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var out []PurgeItem
-	err := s.tx(ctx, "mark purged", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "mark purged", func(tx *Tx) error {
 		items, err := scanPurgeItems(ctx, tx, purgeable(len(scope.Keep)), purgeableArgs(scope, PurgeCursor{CompletedAt: -1}, limit)...)
 		if err != nil || len(items) == 0 {
 			return err
@@ -160,7 +160,7 @@ func (s *Store) MarkPurged(ctx context.Context, scope RetentionScope, now int64,
 
 // setPurgeColumn sets column to now on the rows of items still matching cond,
 // in one statement.
-func setPurgeColumn(ctx context.Context, tx *sql.Tx, column string, now int64, items []PurgeItem, cond string) error {
+func setPurgeColumn(ctx context.Context, tx *Tx, column string, now int64, items []PurgeItem, cond string) error {
 	args := make([]any, 0, len(items)+1)
 	args = append(args, now)
 	for _, it := range items {
@@ -194,7 +194,7 @@ func (s *Store) MarkFilesRemoved(ctx context.Context, items []PurgeItem, now int
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "mark files removed", func(tx *sql.Tx) error {
+	return s.tx(ctx, "mark files removed", func(tx *Tx) error {
 		return setPurgeColumn(ctx, tx, "files_removed_at", now, items,
 			"purged_at IS NOT NULL AND files_removed_at IS NULL")
 	})
@@ -233,7 +233,7 @@ func (s *Store) prune(ctx context.Context, op, query string, bound int64, limit 
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var n int64
-	err := s.tx(ctx, op, func(tx *sql.Tx) error {
+	err := s.tx(ctx, op, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, query, bound, limit)
 		if err != nil {
 			return err
@@ -249,12 +249,12 @@ func (s *Store) prune(ctx context.Context, op, query string, bound int64, limit 
 func (s *Store) Prunable(ctx context.Context, scope RetentionScope) (snapshots, diagnostics int64, err error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	err = s.readTx(ctx, "prunable", func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+prunableSnapshots+`)`,
+	err = s.readTx(ctx, "prunable", func(tx *Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+prunableSnapshots+`) AS p`,
 			scope.SnapshotsBelow).Scan(&snapshots); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+prunableDiagnostics+`)`, scope.Cutoff).Scan(&diagnostics)
+		return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+prunableDiagnostics+`) AS p`, scope.Cutoff).Scan(&diagnostics)
 	})
 	return snapshots, diagnostics, err
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
@@ -135,6 +137,7 @@ func TestRetryChain(t *testing.T) {
 
 	t.Run("CountUsesTheRootIndex", func(t *testing.T) {
 		t.Parallel()
+		testkit.SQLiteOnly(t, "query plan")
 		d := newTestDB(t)
 		rows, err := d.raw.QueryContext(t.Context(),
 			`EXPLAIN QUERY PLAN SELECT COUNT(*) FROM builds WHERE root_build_id = ?`, "x")

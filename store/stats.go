@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -20,13 +19,13 @@ func (s *Store) BuildCounts(ctx context.Context) (Counts, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var c Counts
-	err := s.readTx(ctx, "build counts", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "build counts", func(tx *Tx) error {
 		return buildCounts(ctx, tx, &c)
 	})
 	return c, err
 }
 
-func buildCounts(ctx context.Context, tx *sql.Tx, c *Counts) error {
+func buildCounts(ctx context.Context, tx *Tx, c *Counts) error {
 	// Kept by triggers (migration 0003_bounded_reads): five rows, whatever the history.
 	rows, err := tx.QueryContext(ctx, `SELECT status, n FROM build_counts`)
 	if err != nil {
@@ -75,7 +74,7 @@ func (s *Store) Stats(ctx context.Context, onlineSince, dayStart int64) (Stats, 
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var st Stats
-	err := s.readTx(ctx, "stats", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "stats", func(tx *Tx) error {
 		var c Counts
 		if err := buildCounts(ctx, tx, &c); err != nil {
 			return err

@@ -3,6 +3,8 @@ package store_test
 import (
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/store"
@@ -100,6 +102,7 @@ func TestBuildCounts(t *testing.T) {
 	// Migration 0009 starts its totals from the history already there.
 	t.Run("TotalsStartFromHistory", func(t *testing.T) {
 		t.Parallel()
+		testkit.SQLiteOnly(t, "migration 0009 from an older schema")
 		d := newTestDB(t)
 		b, w := d.running(t, "w", t0)
 		require.NoError(t, d.s.RecordTelemetry(t.Context(), b, w, t0+1500, nil,

@@ -23,7 +23,7 @@ import (
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFiles embed.FS
 
 // DefaultOpTimeout bounds every store operation (the "transaction timeout").
@@ -44,6 +44,10 @@ var (
 	ErrConflict = errors.New("store: conflicting state")
 	// ErrNotAssignee means the worker is not the build's current assignee.
 	ErrNotAssignee = errors.New("store: worker is not the current assignee")
+	// ErrLocked means another node's transaction holds the build being
+	// assigned (PostgreSQL, FOR UPDATE SKIP LOCKED): it is probably being
+	// handed to another worker; try the next build.
+	ErrLocked = errors.New("store: build locked by another node")
 	// ErrRetryLimit means a retry's chain already holds NewBuild.MaxChain
 	// retries; nothing was written.
 	ErrRetryLimit = errors.New("store: retry limit reached")
@@ -78,8 +82,12 @@ var (
 // writers); reads use a small pool of read-only connections and never block
 // writes (WAL).
 type Store struct {
-	write     *sql.DB
-	read      *sql.DB
+	write     *pool
+	read      *pool
+	pg        bool   // PostgreSQL (postgres.go); else SQLite
+	node      string // this process's id in shared notifications (PostgreSQL)
+	dsn       string // the PostgreSQL URL (the Listener's own connection)
+	channel   string // the LISTEN/NOTIFY channel of this schema (notify.go)
 	opTimeout time.Duration
 	migrateTO time.Duration
 	wal       *walFile
@@ -130,7 +138,13 @@ func dsn(path string, readOnly bool) string {
 // and applies pending migrations. Its errors are plain sentences that name
 // the file: ErrUnwritable, ErrNotADatabase or ErrForeignDatabase (nothing
 // was changed), ErrInternal or ErrTimeout.
+//
+// A path that is a postgres:// or postgresql:// URL opens PostgreSQL instead
+// (postgres.go).
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	if IsPostgresURL(path) {
+		return openPostgres(ctx, path, opts...)
+	}
 	if err := PrepareDir(path); err != nil {
 		return nil, err
 	}
@@ -150,7 +164,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s.write = w
+	s.write = &pool{w, &dialect{}}
 	var mode string
 	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		w.Close()
@@ -176,7 +190,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	s.read = r
+	s.read = &pool{r, s.write.d}
 	return s, nil
 }
 
@@ -184,7 +198,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 func (s *Store) Close() error {
 	err1 := s.read.Close()
 	err2 := s.write.Close()
-	err3 := s.wal.Close()
+	var err3 error
+	if s.wal != nil {
+		err3 = s.wal.Close()
+	}
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return wrap("close", err)
 	}
@@ -194,22 +211,26 @@ func (s *Store) Close() error {
 func (s *Store) migrate(ctx context.Context) error {
 	ctx, cancel := s.opContextWithin(ctx, s.migrateTO)
 	defer cancel()
+	dir := "migrations"
+	if s.pg {
+		dir = "migrations/postgres"
+	}
 	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return wrap("migrate", err)
 	}
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	names, err := fs.Glob(migrationFiles, dir+"/*.sql")
 	if err != nil {
 		return wrap("migrate", err)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
+		base := strings.TrimPrefix(name, dir+"/")
 		body, err := migrationFiles.ReadFile(name)
 		if err != nil {
 			return wrap("migrate", err)
 		}
-		err = s.tx(ctx, "migrate "+base, func(tx *sql.Tx) error {
+		err = s.tx(ctx, "migrate "+base, func(tx *Tx) error {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = ?`, base).Scan(&n); err != nil {
 				return err
@@ -217,7 +238,9 @@ func (s *Store) migrate(ctx context.Context) error {
 			if n > 0 {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			// As written: a migration is one engine's own SQL (and its
+			// comments may hold a ? or an apostrophe).
+			if _, err := tx.Tx.ExecContext(ctx, string(body)); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`,
@@ -275,7 +298,10 @@ func (s *Store) opContextWithin(ctx context.Context, d time.Duration) (context.C
 
 // tx runs fn in one write transaction. A typed store error returned by fn is
 // passed through unchanged; anything else becomes ErrInternal or ErrTimeout.
-func (s *Store) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+func (s *Store) tx(ctx context.Context, op string, fn func(*Tx) error) error {
+	if s.pg {
+		return s.pgTx(ctx, op, fn)
+	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return wrapCtx(ctx, op, err)
@@ -325,6 +351,9 @@ func DeferSync(ctx context.Context) context.Context {
 // returns ErrFull if the fsync fails for want of space, else ErrInternal if
 // it fails.
 func (s *Store) Sync() error {
+	if s.pg {
+		return nil // PostgreSQL's COMMIT is durable
+	}
 	target := s.committed.Load()
 	if s.synced.Load() >= target {
 		return nil // an fsync that started after those commits already completed
@@ -349,10 +378,15 @@ func (s *Store) Version() uint64 { return s.committed.Load() }
 
 // SyncStats reports how many commits waited for durability and how many WAL
 // fsyncs served them.
-func (s *Store) SyncStats() (commits, fsyncs int64) { return s.durable.Stats() }
+func (s *Store) SyncStats() (commits, fsyncs int64) {
+	if s.durable == nil {
+		return 0, 0 // PostgreSQL
+	}
+	return s.durable.Stats()
+}
 
 // readTx runs fn in one read transaction, giving it a consistent snapshot.
-func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+func (s *Store) readTx(ctx context.Context, op string, fn func(*Tx) error) error {
 	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return wrapCtx(ctx, op, err)
@@ -368,7 +402,7 @@ func (s *Store) readTx(ctx context.Context, op string, fn func(*sql.Tx) error) e
 }
 
 func isTyped(err error) bool {
-	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
+	for _, t := range []error{ErrNotFound, ErrWorkerNotFound, ErrConflict, ErrLocked, ErrNotAssignee, ErrRetryLimit, ErrBadToken, ErrOTPInvalid, ErrOTPExpired,
 		ErrBusy, ErrPurged, ErrTimeout, ErrFull, ErrInternal} {
 		if errors.Is(err, t) {
 			return true
@@ -419,6 +453,9 @@ func isFull(err error) bool {
 	if errors.As(err, &se) && se.Code == sqlite3.ErrFull {
 		return true
 	}
+	if pgFull(err) {
+		return true
+	}
 	return volume.IsFull(err)
 }
 
@@ -441,4 +478,21 @@ func ptrString(n sql.NullString) *string {
 // nullString is "" as NULL.
 func nullString(s string) sql.NullString {
 	return sql.NullString{String: s, Valid: s != ""}
+}
+
+// boolInt is a flag as the INTEGER columns store it (0 or 1) on both engines.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// noLimit is the LIMIT parameter that sets no bound: SQLite's -1,
+// PostgreSQL's NULL (LIMIT ALL).
+func noLimit(postgres bool) any {
+	if postgres {
+		return nil
+	}
+	return -1
 }

@@ -16,6 +16,7 @@ import (
 	sqlite3 "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -26,23 +27,26 @@ const t0 = int64(1_767_225_600_000)
 
 // testDB is a store on a real SQLite file of the test's temporary directory,
 // plus a raw connection for looking behind the store's back.
+// On PostgreSQL (testkit.Postgres) path is the URL of the test's schema.
 type testDB struct {
 	s    *store.Store
 	path string
 	raw  *sql.DB
+	pg   bool
 }
 
 func newTestDB(t *testing.T, opts ...store.Option) *testDB {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "data", "controller.db")
+	path := testkit.DB(t, t.TempDir())
 	s, err := store.Open(t.Context(), path, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000&_fk=1")
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, raw.Close()) })
-	return &testDB{s: s, path: path, raw: raw}
+	return &testDB{s: s, path: path, raw: testkit.OpenRaw(t, path), pg: testkit.Postgres()}
 }
+
+// q is a statement in SQLite's spelling as the raw connection's engine
+// takes it.
+func (d *testDB) q(query string) string { return testkit.Q(query) }
 
 // id returns a fixed canonical UUID whose last digits are n, so that tests
 // can control the id tie-break of orderings.
@@ -129,14 +133,14 @@ func (d *testDB) messages(t *testing.T, buildID string) []string {
 // public API cannot reach, such as a vanished worker row).
 func (d *testDB) exec(t *testing.T, query string, args ...any) {
 	t.Helper()
-	_, err := d.raw.ExecContext(t.Context(), query, args...)
+	_, err := d.raw.ExecContext(t.Context(), d.q(query), args...)
 	require.NoError(t, err)
 }
 
 func (d *testDB) count(t *testing.T, query string, args ...any) int {
 	t.Helper()
 	var n int
-	require.NoError(t, d.raw.QueryRowContext(t.Context(), query, args...).Scan(&n))
+	require.NoError(t, d.raw.QueryRowContext(t.Context(), d.q(query), args...).Scan(&n))
 	return n
 }
 
@@ -152,23 +156,29 @@ func (d *testDB) dump(t *testing.T) string {
 		require.NoError(t, err)
 		fmt.Fprintf(&sb, "== %s %v\n", table, cols)
 		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			require.NoError(t, rows.Scan(ptrs...))
-			for i, v := range vals {
-				if b, ok := v.([]byte); ok {
-					vals[i] = fmt.Sprintf("%x", b)
-				}
-			}
-			fmt.Fprintf(&sb, "%v\n", vals)
+			fmt.Fprintf(&sb, "%v\n", rowValues(t, rows, len(cols)))
 		}
 		require.NoError(t, rows.Err())
 		require.NoError(t, rows.Close())
 	}
 	return sb.String()
+}
+
+// rowValues scans the current row's n columns, bytes shown as hex.
+func rowValues(t *testing.T, rows *sql.Rows, n int) []any {
+	t.Helper()
+	vals := make([]any, n)
+	ptrs := make([]any, n)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	require.NoError(t, rows.Scan(ptrs...))
+	for i, v := range vals {
+		if b, ok := v.([]byte); ok {
+			vals[i] = fmt.Sprintf("%x", b)
+		}
+	}
+	return vals
 }
 
 // requireNoDriverError checks that err carries none of the driver's types.
@@ -506,6 +516,7 @@ func TestClosedStore(t *testing.T) {
 // to cover does not fsync.
 func TestDeferSyncAndSync(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "the WAL's group fsync")
 	s := newTestDB(t).s
 	ctx := t.Context()
 	_, fsyncs0 := s.SyncStats()

@@ -12,7 +12,7 @@ import (
 
 // grantWorkerToken makes g the worker's only token (g.Digest nil: none
 // minted, earlier tokens stay).
-func grantWorkerToken(ctx context.Context, tx *sql.Tx, workerID string, g TokenGrant) error {
+func grantWorkerToken(ctx context.Context, tx *Tx, workerID string, g TokenGrant) error {
 	if g.Digest == nil {
 		return nil
 	}
@@ -48,8 +48,8 @@ func (s *Store) WorkerByToken(ctx context.Context, digest []byte, now int64) (wo
 func (s *Store) RotateWorkerToken(ctx context.Context, workerID string, old []byte, next TokenGrant, now, graceUntil int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "rotate worker token", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE worker_tokens SET expires_at = MIN(expires_at, ?)
+	return s.tx(ctx, "rotate worker token", func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE worker_tokens SET expires_at = LEAST(expires_at, ?)
 			WHERE digest = ? AND worker_id = ? AND expires_at > ?`, graceUntil, old, workerID, now)
 		if err != nil {
 			return err
@@ -69,7 +69,7 @@ func (s *Store) RotateWorkerToken(ctx context.Context, workerID string, old []by
 func (s *Store) IssueOTP(ctx context.Context, buildID, workerID string, otp TokenGrant) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "issue otp", func(tx *sql.Tx) error {
+	return s.tx(ctx, "issue otp", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
 			return err
@@ -91,7 +91,7 @@ func (s *Store) IssueOTP(ctx context.Context, buildID, workerID string, otp Toke
 func (s *Store) RedeemOTP(ctx context.Context, buildID string, otp []byte, vm TokenGrant, now int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "redeem otp", func(tx *sql.Tx) error {
+	return s.tx(ctx, "redeem otp", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
 			return err
@@ -146,7 +146,7 @@ func (s *Store) BuildByAssignmentToken(ctx context.Context, buildID, presented s
 		b    domain.Build
 		kind AssignmentTokenKind
 	)
-	err := s.readTx(ctx, "assignment token", func(tx *sql.Tx) error {
+	err := s.readTx(ctx, "assignment token", func(tx *Tx) error {
 		var err error
 		if b, err = getBuild(ctx, tx, buildID); err != nil {
 			return err
@@ -183,7 +183,7 @@ func (s *Store) MarkVMReady(ctx context.Context, buildID string, assignment int,
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var readyAt int64
-	err := s.tx(ctx, "vm ready", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "vm ready", func(tx *Tx) error {
 		b, err := getBuild(ctx, tx, buildID)
 		if err != nil {
 			return err
@@ -248,7 +248,7 @@ func (s *Store) PruneTokens(ctx context.Context, now int64) (int64, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var n int64
-	err := s.tx(ctx, "prune tokens", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "prune tokens", func(tx *Tx) error {
 		for _, q := range []string{
 			`DELETE FROM worker_tokens WHERE expires_at <= ?`,
 			`DELETE FROM assignment_tokens WHERE expires_at <= ?`,

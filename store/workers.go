@@ -19,7 +19,7 @@ func scanWorker(r scanner) (domain.Worker, error) {
 	return w, err
 }
 
-func workerName(ctx context.Context, tx *sql.Tx, id string) (string, error) {
+func workerName(ctx context.Context, tx *Tx, id string) (string, error) {
 	var name string
 	err := tx.QueryRowContext(ctx, `SELECT name FROM workers WHERE id = ?`, id).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -59,10 +59,10 @@ func (s *Store) RegisterWorker(ctx context.Context, r Registration) (domain.Work
 	)
 	r.Name = domain.Clip(r.Name, domain.MaxWorkerName)
 	r.Capabilities = strings.ToValidUTF8(r.Capabilities, "\uFFFD")
-	err := s.tx(ctx, "register worker", func(tx *sql.Tx) error {
+	err := s.tx(ctx, "register worker", func(tx *Tx) error {
 		if r.ID != "" {
 			res, err := tx.ExecContext(ctx, `UPDATE workers SET name = ?, capabilities = ?,
-				last_seen_at = MAX(last_seen_at, ?),
+				last_seen_at = GREATEST(last_seen_at, ?),
 				status = CASE WHEN EXISTS (SELECT 1 FROM builds WHERE worker_id = workers.id
 					AND status IN ('assigned', 'building')) THEN 'building' ELSE 'idle' END
 				WHERE id = ?`, r.Name, r.Capabilities, r.Now, r.ID)
@@ -135,8 +135,8 @@ func (s *Store) ListWorkers(ctx context.Context) ([]domain.Worker, error) {
 func (s *Store) SetWorkerStatus(ctx context.Context, id string, status domain.WorkerStatus, seenAt int64) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "set worker status", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE workers SET status = ?, last_seen_at = MAX(last_seen_at, ?)
+	return s.tx(ctx, "set worker status", func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE workers SET status = ?, last_seen_at = GREATEST(last_seen_at, ?)
 			WHERE id = ?`, status, seenAt, id)
 		if err != nil {
 			return err
@@ -153,8 +153,8 @@ func (s *Store) SaveLastSeen(ctx context.Context, seen map[string]int64) error {
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	return s.tx(ctx, "save last seen", func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE workers SET last_seen_at = MAX(last_seen_at, ?) WHERE id = ?`)
+	return s.tx(ctx, "save last seen", func(tx *Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE workers SET last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+)
+
+// PostgreSQL (docs/DEPLOYMENT.md, Several nodes). The same statements and
+// methods as SQLite (dialect.go); what differs lives here:
+//
+//   - Every write transaction runs SERIALIZABLE, and one that PostgreSQL
+//     aborts for a serialization failure or a deadlock is run again (up to
+//     pgRetries times, within the operation's deadline). So each method keeps
+//     the guarantee it has on SQLite, where one writer runs at a time: its
+//     reads and its conditional writes see one state, whichever node or
+//     connection writes beside it. The assignment additionally locks the
+//     build it takes with FOR UPDATE SKIP LOCKED, so a build another node is
+//     assigning is skipped at once instead of waited for.
+//   - A commit is durable when COMMIT returns (synchronous_commit on): no
+//     group fsync; Sync is a no-op.
+//   - A transaction that changed builds tells the other nodes, in the same
+//     commit, with NOTIFY (Listener, notify.go).
+//   - Migrations are PostgreSQL's own files (migrations/postgres), applied
+//     under an advisory lock so that nodes starting together apply each once.
+
+// pgRetries bounds the re-runs of a write transaction aborted by a
+// serialization failure or a deadlock.
+const pgRetries = 20
+
+// migrationLock is the advisory lock key held while migrations run.
+const migrationLock = 0x0efa_0001
+
+// IsPostgresURL reports whether a --db value names a PostgreSQL database
+// (postgres:// or postgresql://) rather than a SQLite file.
+func IsPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// RedactURL returns a PostgreSQL URL without its password, for logs and
+// messages; anything else unchanged.
+func RedactURL(db string) string {
+	if !IsPostgresURL(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
+
+// Pool sizes of a PostgreSQL store. One writing connection per node keeps
+// a node's writes in the order its actors issue them, as on SQLite; the
+// database orders the nodes' writes among themselves.
+const (
+	pgWriteConns = 1
+	pgReadConns  = 4
+)
+
+func openPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	s := &Store{opTimeout: DefaultOpTimeout, migrateTO: DefaultMigrateTimeout, pg: true, node: uuid.NewString(), dsn: dsn}
+	for _, o := range opts {
+		o(s)
+	}
+	name := RedactURL(dsn)
+	d := &dialect{postgres: true}
+	w, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, &openError{ErrInternal, fmt.Sprintf("cannot open the database %s: %v", name, err)}
+	}
+	w.SetMaxOpenConns(pgWriteConns)
+	w.SetMaxIdleConns(pgWriteConns)
+	r, err := sql.Open("pgx", dsn)
+	if err != nil {
+		w.Close()
+		return nil, &openError{ErrInternal, fmt.Sprintf("cannot open the database %s: %v", name, err)}
+	}
+	r.SetMaxOpenConns(pgReadConns)
+	r.SetMaxIdleConns(pgReadConns)
+	s.write, s.read = &pool{w, d}, &pool{r, d}
+	fail := func(what string, err error) (*Store, error) {
+		r.Close()
+		w.Close()
+		return nil, openFailed(ctx, what+" "+name, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	err = w.PingContext(pctx)
+	cancel()
+	if err != nil {
+		return fail("cannot connect to the database", err)
+	}
+	if err := s.migratePostgres(ctx); err != nil {
+		return fail("cannot bring to this version's schema the database", err)
+	}
+	var schema string
+	pctx, cancel = context.WithTimeout(ctx, s.opTimeout)
+	err = r.QueryRowContext(pctx, `SELECT current_schema()`).Scan(&schema)
+	cancel()
+	if err != nil {
+		return fail("cannot read the schema of the database", err)
+	}
+	s.channel = notifyChannel(schema)
+	return s, nil
+}
+
+// migratePostgres applies the migrations while holding the advisory lock,
+// on a connection of the read pool (the write pool's one connection runs
+// them).
+func (s *Store) migratePostgres(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.migrateTO)
+	defer cancel()
+	conn, err := s.read.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLock) //nolint:errcheck // ends with the session anyway
+	return s.migrate(ctx)
+}
+
+// pgTx is tx on PostgreSQL: SERIALIZABLE, re-run when aborted by a
+// serialization failure or deadlock, and announcing its builds' changes to
+// the other nodes in its own commit.
+func (s *Store) pgTx(ctx context.Context, op string, fn func(*Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.pgTxOnce(ctx, fn)
+		if err == nil {
+			s.committed.Add(1)
+			s.feed.publish(ctx)
+			return nil
+		}
+		if isTyped(err) {
+			return err
+		}
+		if !retryable(err) || attempt == pgRetries || ctx.Err() != nil {
+			return wrapCtx(ctx, op, err)
+		}
+		// Two transactions that aborted each other must not meet again.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return wrapCtx(ctx, op, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Store) pgTxOnce(ctx context.Context, fn func(*Tx) error) error {
+	changesOf(ctx).discard() // what an aborted attempt collected
+	tx, err := s.write.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if payload := changesOf(ctx).notification(s.node); payload != "" {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify(?, ?)`, s.channel, payload); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// retryable reports a serialization failure or a deadlock: the transaction
+// was rolled back and may simply run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// pgFull reports PostgreSQL's disk_full (53100).
+func pgFull(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "53100"
+}
