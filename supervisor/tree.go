@@ -37,6 +37,9 @@ type Services struct {
 	Webhooks suture.Service
 	// Retention is the retention collector; nil when everything is kept.
 	Retention suture.Service
+	// Notifications is the listener for other nodes' changes (PostgreSQL:
+	// store.Listener); nil on SQLite.
+	Notifications suture.Service
 }
 
 // Options tune the supervisors; zero values take suture's defaults except
@@ -74,6 +77,13 @@ func New(log *slog.Logger, s Services, o Options) *suture.Supervisor {
 		gc := suture.New("retention", spec)
 		gc.Add(s.Retention)
 		root.Add(gc)
+	}
+	if s.Notifications != nil {
+		// Its own supervisor: a database that drops the connection again and
+		// again backs off here, and each failed start makes the node reload.
+		notes := suture.New("notifications", spec)
+		notes.Add(s.Notifications)
+		root.Add(notes)
 	}
 	root.Add(s.HTTP)
 	return root

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -73,6 +74,9 @@ func (f *Store) RemoveOrphans(ctx context.Context, c Catalog) (int, error) {
 			return false, nil // temporaries and strangers are not ours to judge
 		}
 		rel := k.dir() + "/" + e.Name()
+		if young(c, e) {
+			return false, nil
+		}
 		ref, err := c.FileReferenced(ctx, id, rel)
 		if err != nil || ref {
 			return false, err
@@ -94,6 +98,22 @@ func (f *Store) removeUnclaimed(rel string) (bool, error) {
 		return false, nil
 	}
 	return true, f.Delete(rel)
+}
+
+// SharedOrphanAge is how old a file no build refers to must be before the
+// orphan pass removes it when other nodes share the storage root and the
+// database (a shared Catalog): younger, it may be another node's write whose
+// row is not committed yet. Such writes take seconds; an hour is far beyond.
+const SharedOrphanAge = time.Hour
+
+// young reports whether, with a shared catalog, e is too recent to judge.
+func young(c Catalog, e os.DirEntry) bool {
+	sh, ok := c.(interface{ Shared() bool })
+	if !ok || !sh.Shared() {
+		return false
+	}
+	info, err := e.Info()
+	return err != nil || time.Since(info.ModTime()) < SharedOrphanAge
 }
 
 // storedID returns the build id of a final file name "<uuid>.<ext>".

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/actors/clock"
@@ -35,7 +37,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "data", "controller.db"))
+	st, err := store.Open(context.Background(), testkit.DB(t, dir))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after the services are stopped (last-in first-out)
 	log := slog.New(slog.DiscardHandler)

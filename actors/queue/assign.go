@@ -34,9 +34,34 @@ func (m *Manager) Poll(ctx context.Context, workerID string) (*Job, error) {
 	})
 }
 
-// poll is Poll on the manager's goroutine.
+// poll is Poll on the manager's goroutine. On a shared store, memory that
+// disagrees with the store (another node registered the worker, assigned
+// it a build or ended its build) is reloaded once and the poll decided again.
 func (m *Manager) poll(ctx context.Context, s *state, workerID string) (*Job, error) {
+	job, err := m.pollOnce(ctx, s, workerID, false)
+	if !errors.Is(err, errOutOfStep) {
+		return job, err
+	}
+	if err := m.load(ctx, s); err != nil {
+		return nil, err
+	}
+	job, err = m.pollOnce(ctx, s, workerID, true)
+	if errors.Is(err, errOutOfStep) {
+		s.stale = true
+		return nil, store.ErrConflict
+	}
+	return job, err
+}
+
+// errOutOfStep means the manager's memory disagrees with a shared store: the
+// caller reloads and tries again.
+var errOutOfStep = errors.New("queue: memory out of step with the shared store")
+
+func (m *Manager) pollOnce(ctx context.Context, s *state, workerID string, reloaded bool) (*Job, error) {
 	w := s.workers[workerID]
+	if w == nil && m.cfg.Shared && !reloaded {
+		return nil, errOutOfStep // registered through another node?
+	}
 	if w == nil {
 		return nil, store.ErrWorkerNotFound
 	}
@@ -48,9 +73,19 @@ func (m *Manager) poll(ctx context.Context, s *state, workerID string) (*Job, er
 		return nil, err
 	}
 	if w.job != nil {
+		if m.cfg.Shared && !m.stillHolds(ctx, w) {
+			return nil, errOutOfStep // ended, or requeued, through another node
+		}
 		return jobOf(w.job), nil
 	}
 	return m.assignNext(ctx, s, w, now)
+}
+
+// stillHolds reports whether the store agrees that w holds the build memory
+// says it holds (a shared store: another node may have ended it).
+func (m *Manager) stillHolds(ctx context.Context, w *workerEntry) bool {
+	b, err := m.store.GetBuild(ctx, w.job.id)
+	return err == nil && b.AssignedTo(w.id)
 }
 
 // assignNext hands w the first pending build it accepts.
@@ -62,6 +97,10 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 			continue
 		}
 		otp, err := m.assignBuild(ctx, b.id, w.id, now)
+		if errors.Is(err, store.ErrLocked) {
+			i++ // another node is handing it out: it stays queued here until that commits
+			continue
+		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			// A build cancelled between its commit and its queueing is no
 			// longer pending: drop it and look further. Any other disagreement
@@ -70,6 +109,9 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 				(gerr == nil && cur.Status != domain.StatusPending) {
 				s.dequeue(b.id)
 				continue
+			}
+			if m.cfg.Shared {
+				return nil, errOutOfStep // the worker holds a build another node assigned
 			}
 			s.stale = true
 			m.log.Warn("queue out of step with the store; reloading", "build_id", b.id, "worker_id", w.id)

@@ -87,6 +87,14 @@ func (m *Manager) Finish(ctx context.Context, req FinishRequest) (FinishOutcome,
 
 func (m *Manager) finish(ctx context.Context, s *state, req FinishRequest) (FinishOutcome, error) {
 	rb := s.running[req.BuildID]
+	if (rb == nil || rb.workerID != req.WorkerID) && m.cfg.Shared {
+		// Another node may have assigned it: memory is a cache of the store.
+		if err := m.load(ctx, s); err != nil {
+			req.Result.Discard()
+			return 0, err
+		}
+		rb = s.running[req.BuildID]
+	}
 	if rb == nil || rb.workerID != req.WorkerID {
 		req.Result.Discard()
 		b, err := m.store.GetBuild(ctx, req.BuildID)

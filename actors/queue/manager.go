@@ -84,6 +84,10 @@ type Config struct {
 	// password (Job.OTP), valid this long, and store it in the assignment's
 	// own transaction; 0 leaves every OTP to the caller (store.IssueOTP).
 	OTPTTL time.Duration
+	// Shared: other nodes write the same store (PostgreSQL): memory is a
+	// cache, reloaded when the store's Listener says a build changed
+	// (Reload) and whenever a request finds it out of step.
+	Shared bool
 }
 
 // Observer receives timings of builds as the manager commits them. It is
@@ -252,6 +256,13 @@ func (m *Manager) Serve(ctx context.Context) error {
 			return ctx.Err()
 		case <-m.reload:
 			s.stale = true
+			if m.cfg.Shared && len(s.waiters) > 0 {
+				// Held polls wait for no request: serve them now.
+				if err := m.load(ctx, s); err != nil {
+					return fmt.Errorf("reload queue: %w", err)
+				}
+				m.serveWaiters(s)
+			}
 		case <-release:
 			s.releaseWaiters()
 			release = nil // Release is final: stop selecting on it (a nil channel blocks)
@@ -269,6 +280,10 @@ func (m *Manager) Serve(ctx context.Context) error {
 		}
 	}
 }
+
+// Reload makes the manager reload its state from the store (another node
+// changed builds: store.Listener); repeated calls coalesce. It never blocks.
+func (m *Manager) Reload() { m.kickReload() }
 
 // kickReload flags the state for a reload from the store before the next
 // request; repeated kicks coalesce.

@@ -64,6 +64,13 @@ func (m *Manager) SweepWorkers(ctx context.Context, cutoff int64) (int, error) {
 		if err := m.flushSeen(ctx, s); err != nil {
 			return 0, err
 		}
+		if m.cfg.Shared {
+			// Workers seen by the other nodes: their last-seen times are in
+			// the store (each node flushes at its own sweeps).
+			if err := m.load(ctx, s); err != nil {
+				return 0, err
+			}
+		}
 		n := 0
 		for _, w := range s.workers {
 			if w.status == domain.WorkerOffline || w.lastSeen >= cutoff {

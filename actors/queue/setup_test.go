@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/actors/clock"
@@ -60,7 +62,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 		opt(&o)
 	}
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "data", "controller.db"))
+	st, err := store.Open(context.Background(), testkit.DB(t, dir))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after Serve is stopped (cleanups run last-in first-out)
 	log := slog.New(slog.DiscardHandler)

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -170,7 +171,12 @@ func (m *Manager) waiterJob(ctx context.Context, s *state, w *waiter, now int64)
 	if we.job != nil {
 		return jobOf(we.job), nil
 	}
-	return m.assignNext(ctx, s, we, now)
+	job, err := m.assignNext(ctx, s, we, now)
+	if errors.Is(err, errOutOfStep) {
+		s.stale = true // the next request reloads; this poll is answered "no job"
+		return nil, err
+	}
+	return job, err
 }
 
 // releaseWaiters answers every held poll "no job" (shutdown, a reload after

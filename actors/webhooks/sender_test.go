@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -124,7 +123,15 @@ type bundle struct {
 // (its secret set); start runs Serve until the test ends (or stop).
 func setup(t *testing.T, urls []string, cfg Config) *bundle {
 	t.Helper()
-	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "data", "controller.db"))
+	b := prepare(t, urls, cfg)
+	b.start(t)
+	return b
+}
+
+// prepare is setup without starting the sender.
+func prepare(t *testing.T, urls []string, cfg Config) *bundle {
+	t.Helper()
+	st, err := store.Open(t.Context(), testkit.DB(t, t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after Serve stopped (last in, first out)
 	_, err = st.SetWebhookURLs(t.Context(), urls)
@@ -134,7 +141,6 @@ func setup(t *testing.T, urls []string, cfg Config) *bundle {
 	clk := clock.NewManual(t0)
 	b := &bundle{st: st, clock: clk, log: logs,
 		snd: New(st, clk, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), cfg)}
-	b.start(t)
 	return b
 }
 
@@ -189,9 +195,10 @@ var sentAt = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 func TestDeliver(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t)
-	b := setup(t, []string{rc.URL + "/hook"}, Config{})
+	b := prepare(t, []string{rc.URL + "/hook"}, Config{})
 	id := b.event(t)
-	row := b.outbox(t)
+	row := b.outbox(t) // read before the sender starts: delivered, the row is gone
+	b.start(t)
 	// The count follows the row's deletion: once it is seen, the row is gone
 	// (waiting for the empty outbox instead raced the count).
 	eventually(t, 10*time.Second, func() bool { return counts(b.snd) == [3]int64{1, 0, 0} }, "delivered and counted")

@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	builds := httpapi.NewBuildObserver() // build timings, served on /metrics
 	q := queue.New(db, fs, cfg.Clock, log.With("service", "queue-manager"),
 		queue.Config{MaxAttempts: cfg.MaxAttempts, MaxWaiters: cfg.MaxWaiters, Observer: builds,
-			OTPTTL: cfg.OTPTTL})
+			OTPTTL: cfg.OTPTTL, Shared: st.Shared()})
 	mon := liveness.New(db, q, cfg.Clock, log.With("service", "liveness-monitor"),
 		liveness.Config{BuildTimeout: cfg.BuildTimeout, WorkerTimeout: cfg.WorkerTimeout, Interval: cfg.MonitorInterval})
 	srv := httpapi.New(httpapi.Config{
@@ -158,11 +158,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		DashboardPublic: cfg.DashboardPublic,
 		BuildTimeout:    cfg.BuildTimeout,
 		WorkerTimeout:   cfg.WorkerTimeout,
-		Disk: httpapi.DiskConfig{MinFree: cfg.MinFreeDisk, DatabaseDir: filepath.Dir(cfg.DBPath), StorageDir: fs.Root(),
+		Disk: httpapi.DiskConfig{MinFree: cfg.MinFreeDisk, DatabaseDir: databaseDir(cfg.DBPath), StorageDir: fs.Root(),
 			FreeBytes: cfg.FreeBytes},
 		Clock: cfg.Clock,
 	}, q, db, fs, log.With("service", "http"))
 	services := supervisor.Services{Queue: q, Monitor: mon, Files: fs, HTTP: srv}
+	// Other nodes' changes (PostgreSQL): the queue reloads, and the webhook
+	// sender looks at the outbox (their events, which this node's sender
+	// also delivers if theirs cannot: at least once).
+	changed := q.Reload
+	if hooks != nil {
+		changed = func() { q.Reload(); hooks.Kick() }
+	}
+	if l := st.Listener(changed); l != nil { // never a nil *Listener in an interface
+		services.Notifications = l
+	}
 	if hooks != nil { // never a nil *Sender in an interface
 		services.Webhooks = hooks
 		srv.ReportWebhooks(hooks)
@@ -177,6 +187,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	tree := supervisor.New(log, services, supervisor.Options{FailureBackoff: cfg.FailureBackoff})
 	return &App{Config: cfg, Log: log, Store: st, Files: fs, Queue: q, Monitor: mon, HTTP: srv, Webhooks: hooks,
 		Retention: gc, Tree: tree}, nil
+}
+
+// databaseDir is the directory whose volume holds the database (the disk
+// guard watches it), "" for PostgreSQL: its server watches its own disk.
+func databaseDir(db string) string {
+	if store.IsPostgresURL(db) {
+		return ""
+	}
+	return filepath.Dir(db)
 }
 
 // listen binds the API port. Its errors say what to do; a port that is

@@ -164,13 +164,16 @@ type command struct {
 
 func parseArgs(args []string, getenv func(string) string, stderr io.Writer, cmd command) (Config, error) {
 	cfg := Defaults()
+	if v := getenv("DATABASE_URL"); v != "" { // the usual name of a PostgreSQL URL; --db and CONTROLLER_DB win
+		cfg.DBPath = v
+	}
 	var port string
 	settings := []setting{
 		{"host", "CONTROLLER_HOST", "listen address", func(v string) error { cfg.Host = v; return nil }, cfg.Host},
 		{"port", "PORT", "listen port (also -p)", func(v string) error { port = v; return nil }, strconv.Itoa(cfg.Port)},
-		{"db", "CONTROLLER_DB", "SQLite database file (its directory is created)", func(v string) error { cfg.DBPath = v; return nil }, cfg.DBPath},
+		{"db", "CONTROLLER_DB", "SQLite database file (its directory is created), or a postgres:// URL (several nodes; default: DATABASE_URL when set)", func(v string) error { cfg.DBPath = v; return nil }, store.RedactURL(cfg.DBPath)},
 		{"storage", "CONTROLLER_STORAGE", "storage root for sources, certs and results", func(v string) error { cfg.StoragePath = v; return nil }, cfg.StoragePath},
-		{"api-key", "CONTROLLER_API_KEY", "admin API key (default: read from or generated into <db dir>/api-key)", func(v string) error { cfg.APIKey = v; return nil }, ""},
+		{"api-key", "CONTROLLER_API_KEY", "admin API key (default: read from or generated into <db dir>/api-key; with PostgreSQL <storage>/api-key)", func(v string) error { cfg.APIKey = v; return nil }, ""},
 		{"worker-key", "CONTROLLER_WORKER_KEY", "a second key that opens only the worker routes (optional; at least 16 characters, not the admin key)", func(v string) error { cfg.WorkerKey = v; return nil }, ""},
 		{"base-image", "BASE_IMAGE_ID", "VM base image handed to key-authenticated (older) workers", func(v string) error { cfg.BaseImageID = v; return nil }, cfg.BaseImageID},
 		{"base-image-v2", "BASE_IMAGE_ID_V2", "VM base image handed to token-authenticated (newer) workers", func(v string) error { cfg.BaseImageV2 = v; return nil }, cfg.BaseImageV2},
@@ -461,14 +464,58 @@ func why(err error) string {
 	return err.Error()
 }
 
+// KeyFile is where the admin key is read from or generated into when none is
+// configured: <db dir>/api-key beside a SQLite database; with PostgreSQL,
+// <storage>/api-key, in the storage root the nodes share, so that every node
+// reads the one key the first generated.
+func KeyFile(cfg Config) string {
+	if store.IsPostgresURL(cfg.DBPath) {
+		return filepath.Join(cfg.StoragePath, "api-key")
+	}
+	return filepath.Join(filepath.Dir(cfg.DBPath), "api-key")
+}
+
+// saveNewKey creates path holding key, unless it exists: then it returns
+// the key already there. The file is written whole under a temporary name
+// and linked into place, so a reader never sees it half written.
+func saveNewKey(path, key string) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".api-key-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if _, err := tmp.WriteString(key + "\n"); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		b, err := os.ReadFile(path)
+		return strings.TrimSpace(string(b)), err
+	} else if err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
 // ResolveAPIKey settles the admin key: the configured one, else the trimmed
-// contents of <db dir>/api-key, else a new 43-character key written there
+// contents of the key file (KeyFile), else a new 43-character key written there
 // with mode 0600 and printed once to out. It says on out where the key came
 // from. A key under 16 characters is an error (ErrConfig); characters
 // outside [A-Za-z0-9_-], and a key file that holds another key than the
 // configured one (its readers would be refused), give warnings.
 func ResolveAPIKey(cfg *Config, out io.Writer) (warnings []string, err error) {
-	path := filepath.Join(filepath.Dir(cfg.DBPath), "api-key")
+	path := KeyFile(*cfg)
 	if cfg.APIKey != "" {
 		switch cfg.APIKeyFrom {
 		case "--api-key":
@@ -495,11 +542,23 @@ func ResolveAPIKey(cfg *Config, out io.Writer) (warnings []string, err error) {
 				return nil, err
 			}
 			cfg.APIKey = base64.RawURLEncoding.EncodeToString(raw[:])
-			if err := store.PrepareDir(cfg.DBPath); err != nil {
+			if store.IsPostgresURL(cfg.DBPath) {
+				if err := os.MkdirAll(cfg.StoragePath, 0o750); err != nil {
+					return nil, configError{fmt.Sprintf("cannot create the storage directory %s: %s", cfg.StoragePath, why(err))}
+				}
+			} else if err := store.PrepareDir(path); err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(path, []byte(cfg.APIKey+"\n"), 0o600); err != nil {
+			// Created, never overwritten: nodes that start together on one
+			// storage root all end up with the first one's key.
+			saved, err := saveNewKey(path, cfg.APIKey)
+			if err != nil {
 				return nil, configError{fmt.Sprintf("cannot save the generated API key to %s: %s", path, why(err))}
+			}
+			if saved != cfg.APIKey {
+				cfg.APIKey = saved
+				fmt.Fprintf(out, "API key read from %s\n", path)
+				break
 			}
 			fmt.Fprintf(out, "Generated API key (saved to %s; shown only this once):\n\n    %s\n\n", path, cfg.APIKey)
 		default:

@@ -416,3 +416,43 @@ func TestParseGCArgs(t *testing.T) {
 	require.Contains(t, out.String(), "Usage: controller gc [--dry-run] [flags]")
 	require.Contains(t, out.String(), "-dry-run")
 }
+
+// TestParseArgsDatabaseURL: DATABASE_URL is the database when neither --db
+// nor CONTROLLER_DB is given, and the usage text never shows its password;
+// with PostgreSQL the generated key lives in the (shared) storage root.
+func TestParseArgsDatabaseURL(t *testing.T) {
+	t.Parallel()
+	const url = "postgres://ctl:s3cret-pw@db.example/ctl"
+	cfg, err := ParseArgs(nil, env(map[string]string{"DATABASE_URL": url}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, url, cfg.DBPath)
+	require.Equal(t, filepath.Join(cfg.StoragePath, "api-key"), KeyFile(cfg))
+	cfg, err = ParseArgs(nil, env(map[string]string{"DATABASE_URL": url, "CONTROLLER_DB": "/x/c.db"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "/x/c.db", cfg.DBPath, "CONTROLLER_DB wins")
+	require.Equal(t, "/x/api-key", KeyFile(cfg))
+	cfg, err = ParseArgs([]string{"--db", "/y/c.db"}, env(map[string]string{"DATABASE_URL": url}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "/y/c.db", cfg.DBPath, "--db wins")
+
+	var out bytes.Buffer
+	_, err = ParseArgs([]string{"-h"}, env(map[string]string{"DATABASE_URL": url}), &out)
+	require.ErrorIs(t, err, ErrHelp)
+	require.Contains(t, out.String(), "postgres://ctl:xxxxx@db.example/ctl")
+	require.NotContains(t, out.String(), "s3cret-pw")
+}
+
+// TestSaveNewKey: the first writer's key wins; a second one reads it.
+func TestSaveNewKey(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "api-key")
+	got, err := saveNewKey(path, "first-key-0123456789")
+	require.NoError(t, err)
+	require.Equal(t, "first-key-0123456789", got)
+	got, err = saveNewKey(path, "second-key-0123456789")
+	require.NoError(t, err)
+	require.Equal(t, "first-key-0123456789", got, "never overwritten")
+	entries, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary left")
+}

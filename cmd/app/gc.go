@@ -49,6 +49,9 @@ func GC(ctx context.Context, cfg Config, dryRun bool, out io.Writer, log *slog.L
 	// gc works on a controller's data: a mistyped path must not create an
 	// empty database or storage root and report that nothing was there.
 	for _, p := range []struct{ path, flag string }{{cfg.DBPath, "--db"}, {cfg.StoragePath, "--storage"}} {
+		if store.IsPostgresURL(p.path) {
+			continue // store.Open says if it cannot connect
+		}
 		if _, err := os.Stat(p.path); err != nil {
 			return configError{fmt.Sprintf("no controller data at %s (check %s): %v", p.path, p.flag, errors.Unwrap(err))}
 		}

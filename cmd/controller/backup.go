@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/expo-free-agent/controller/cmd/app"
 	"github.com/expo-free-agent/controller/cmd/internal/bytesize"
 	"github.com/expo-free-agent/controller/cmd/internal/usage"
 	"github.com/expo-free-agent/controller/store"
@@ -22,13 +21,11 @@ import (
 // database of this controller); 1 any other failure (a full disk, a copy
 // that fails its check).
 func backup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	dbPath := app.Defaults().DBPath
-	if v := getenv("CONTROLLER_DB"); v != "" {
-		dbPath = v
-	}
+	dbPath := defaultDB(getenv)
 	fs := flag.NewFlagSet("controller backup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&dbPath, "db", dbPath, "the controller's SQLite database")
+	fs.Lookup("db").DefValue = store.RedactURL(dbPath) // --help never shows a password
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controller backup [--db path] <file>\n\n"+
 			"Writes a consistent snapshot of the database to <file> (which must not exist) while the\n"+

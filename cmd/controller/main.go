@@ -4,6 +4,8 @@
 //	controller version
 //	controller gc [--dry-run] --retention 30d [--db ...] [--storage ...]
 //	controller backup [--db ./data/controller.db] <file>
+//	controller migrate [--db path-or-postgres-url]
+//	controller copy --from <db> --to <db>
 //
 // See README.md for every setting.
 package main
@@ -40,6 +42,10 @@ func run(args []string) int {
 			return gc(args[1:])
 		case "backup":
 			return backup(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr)
+		case "migrate":
+			return migrate(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr)
+		case "copy":
+			return copyDB(ctx, args[1:], os.Stdout, os.Stderr)
 		}
 	}
 	return serve(ctx, args)
@@ -77,7 +83,7 @@ func serve(ctx context.Context, args []string) int {
 	}
 	build := version.Get()
 	log.Info("controller starting", "version", build.Version, "revision", build.Revision,
-		"addr", fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), "db", cfg.DBPath, "storage", cfg.StoragePath)
+		"addr", fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), "db", store.RedactURL(cfg.DBPath), "storage", cfg.StoragePath)
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		return 1
