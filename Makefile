@@ -5,6 +5,8 @@ export CGO_ENABLED := 1
 GO      ?= go
 BIN     := bin
 PKGS    := ./...
+# What runs again on PostgreSQL (TEST_DATABASE_URL): every suite that opens a store.
+PG_PKGS := ./store/... ./actors/... ./test/...
 FUZZTIME ?= 10s
 
 # The version stamped into the binaries (internal/version; `controller version`,
@@ -61,6 +63,17 @@ test: ## Run every test with the race detector
 	@command -v curl >/dev/null && command -v jq >/dev/null || \
 		echo "note: curl or jq not found: the docs examples test will be skipped (Debian/Ubuntu: apt-get install -y curl jq)"
 	$(GO) test -race -count=1 $(PKGS)
+	@# The store, actor and API suites once more on PostgreSQL, with the
+	@# several-node tests (docs/TESTING.md, PostgreSQL). .ci/run starts a server.
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "TEST_STORE=postgres $(GO) test -race -count=1 $(PG_PKGS)"; \
+		TEST_STORE=postgres $(GO) test -race -count=1 $(PG_PKGS); \
+	elif [ -n "$$CI" ]; then \
+		echo "error: CI runs the PostgreSQL suites: set TEST_DATABASE_URL (.ci/run starts a server)"; exit 1; \
+	else \
+		echo "note: TEST_DATABASE_URL not set: the PostgreSQL run of the store, actor and API suites was skipped"; \
+		echo "      (run it: TEST_DATABASE_URL=postgres://user:password@127.0.0.1/db make test; docs/TESTING.md)"; \
+	fi
 
 .PHONY: lint
 lint: ## go vet and gofmt

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"os"
@@ -28,13 +29,23 @@ func assignRounds(t *testing.T) int {
 // again gets the same job.
 func TestConcurrentAssignment(t *testing.T) {
 	t.Parallel()
+	assignRace(t, []*Controller{Start(t)}, assignRounds(t))
+}
+
+// assignRace runs the rounds of TestConcurrentAssignment against nodes that
+// share one database and storage root (one node: a single controller).
+// Workers are registered, submits made and each worker's requests sent
+// through the nodes in turn, so with several nodes every build and worker is
+// seen by more than one. Every result is downloaded through another node
+// than the one it was uploaded to, and must be the bytes uploaded.
+func assignRace(t *testing.T, nodes []*Controller, rounds int) {
 	const workers, builds = 20, 10
-	c := Start(t)
+	node := func(i int) *Controller { return nodes[i%len(nodes)] }
 	ids := make([]string, workers)
 	for i := range ids {
-		ids[i] = c.Register(fmt.Sprintf("racer-%02d", i))
+		ids[i] = node(i).Register(fmt.Sprintf("racer-%02d", i))
 	}
-	for round := 0; round < assignRounds(t); round++ {
+	for round := 0; round < rounds; round++ {
 		var (
 			mu      sync.Mutex
 			byBuild = map[string][]string{} // build id → workers that got it
@@ -44,23 +55,26 @@ func TestConcurrentAssignment(t *testing.T) {
 		submitted := make(chan string, builds)
 		for i := 0; i < builds; i++ {
 			wg.Add(1)
-			go func() {
+			go func(c *Controller) {
 				defer wg.Done()
 				r := c.PostMultipart("/api/builds/submit", c.KeyH(),
 					Part{Name: "source", Filename: "s.zip", Data: []byte("src")}, Part{Name: "platform", Data: []byte("ios")})
 				if r.Status == http.StatusOK {
 					submitted <- r.Object(t)["id"].(string)
+				} else {
+					t.Errorf("submit: %d %s", r.Status, r.Body)
 				}
-			}()
+			}(node(i))
 		}
 		start := make(chan struct{})
-		for _, w := range ids {
+		for i, w := range ids {
 			wg.Add(1)
-			go func(w string) {
+			go func(i int, w string) {
 				defer wg.Done()
 				<-start
 				// Poll until a job comes or every build has been handed out.
-				for {
+				for n := i; ; n++ {
+					c := node(n)
 					r := c.Get("/api/workers/poll?worker_id="+w, c.KeyH())
 					if r.Status != http.StatusOK {
 						t.Errorf("poll: %d %s", r.Status, r.Body)
@@ -84,27 +98,36 @@ func TestConcurrentAssignment(t *testing.T) {
 						return
 					}
 				}
-			}(w)
+			}(i, w)
 		}
 		close(start)
 		wg.Wait()
 		close(submitted)
 		require.Len(t, submitted, builds, "round %d: every submit answered 200", round)
+		i := 0
 		for id := range submitted {
 			got := byBuild[id]
 			require.Len(t, got, 1, "round %d: build %s handed to %v", round, id, got)
-			// A second poll re-delivers the same job.
-			require.Equal(t, id, c.Poll(got[0])["id"])
-			st := c.Status(id)
+			// A second poll re-delivers the same job, through any node.
+			i++
+			require.Equal(t, id, node(i).Poll(got[0])["id"])
+			st := node(i + 1).Status(id)
 			require.Equal(t, "assigned", st["status"])
 			require.Equal(t, got[0], st["worker_id"])
 		}
 		require.Len(t, byBuild, builds, "round %d: no build lost", round)
 		// Finish the round so that every worker is free again.
 		for w, id := range byWork {
-			require.Equal(t, http.StatusOK, c.Upload(id, w, true, []byte("ipa"), "").Status)
+			i++
+			artifact := []byte("ipa of " + id)
+			require.Equal(t, http.StatusOK, node(i).Upload(id, w, true, artifact, "").Status)
+			d := node(i+1).Get("/api/builds/"+id+"/download", node(i+1).KeyH())
+			require.Equal(t, http.StatusOK, d.Status, "round %d: %s", round, d.Body)
+			require.Equal(t, sha256.Sum256(artifact), sha256.Sum256(d.Body), "round %d: the result of %s", round, id)
 		}
 	}
-	h := c.Get("/health", nil).Object(t)
-	require.Equal(t, map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0}, h["queue"])
+	for _, c := range nodes {
+		h := c.Get("/health", nil).Object(t)
+		require.Equal(t, map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0}, h["queue"])
+	}
 }

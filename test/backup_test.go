@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -26,6 +28,7 @@ import (
 // was acknowledged before the backup began, files included.
 func TestBackupUnderTraffic(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "controller backup copies the SQLite file")
 	bin := buildBinary(t, "controller")
 	c := Start(t)
 	running := c.Submit("ios", []byte("running"), nil)
@@ -131,6 +134,7 @@ func TestBackupUnderTraffic(t *testing.T) {
 // so with exit status 2 (a mistake to mend, not worth retrying).
 func TestBackupRefusesExistingFile(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "controller backup copies the SQLite file")
 	bin := buildBinary(t, "controller")
 	c := Start(t)
 	c.Submit("ios", []byte("s"), nil)

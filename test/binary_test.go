@@ -89,7 +89,7 @@ func StartProcess(t testing.TB, dir string, extra ...string) *Process {
 func startBinary(t testing.TB, bin, dir string, extra ...string) *Process {
 	t.Helper()
 	args := append([]string{"start", "--host", "127.0.0.1", "--port", "0", "--api-key", testKey,
-		"--db", filepath.Join(dir, "data", "controller.db"), "--storage", filepath.Join(dir, "storage"),
+		"--db", testkit.DB(t, dir), "--storage", filepath.Join(dir, "storage"),
 		"--min-free-disk", "0"}, extra...) // as StartIn: no floor (a later flag in extra wins)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -206,6 +208,12 @@ func requireNoTemps(t *testing.T, dir string) {
 // storage root holds exactly the sources of the builds the controller lists.
 func requireNoOrphans(t *testing.T, cl *Controller, dir string) {
 	t.Helper()
+	if testkit.Postgres() {
+		// Nodes may share the storage root: a file no build refers to is
+		// removed only once older than files.SharedOrphanAge (another node
+		// may be about to commit its row). Tested in actors/retention.
+		return
+	}
 	want := map[string]bool{}
 	for _, it := range cl.Get("/api/builds", cl.KeyH()).JSON(t).([]any) {
 		want["builds/"+it.(map[string]any)["id"].(string)+".zip"] = true

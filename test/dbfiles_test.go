@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/expo-free-agent/controller/internal/testkit"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -24,6 +26,7 @@ func dbFiles(c *Controller) []string {
 // build.
 func TestDeletedDatabase(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "the database file")
 	c := Start(t)
 	kept := c.Submit("ios", []byte("kept"), nil)
 	for _, f := range dbFiles(c) {
@@ -66,6 +69,7 @@ func chattr(t *testing.T, flag string, files ...string) bool {
 // up, and recover when the files are writable again.
 func TestReadOnlyDatabase(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "the database file")
 	c := Start(t)
 	b := c.Submit("ios", []byte("src"), nil)
 	files := dbFiles(c)
@@ -135,6 +139,7 @@ func fill(t *testing.T, dir string) string {
 // again without a restart.
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
+	testkit.SQLiteOnly(t, "the database file")
 	dir := t.TempDir()
 	data, storage := filepath.Join(dir, "data"), filepath.Join(dir, "storage")
 	if !mountTmpfs(t, data, "8m") || !mountTmpfs(t, storage, "8m") {

@@ -25,7 +25,7 @@ func TestHealth(t *testing.T) {
 		require.Equal(t, map[string]any{"status": "ok",
 			"queue":          map[string]any{"pending": 0.0, "active": 0.0, "total": 0.0},
 			"storage":        map[string]any{"exists": true, "free_bytes": float64(100 << 30)},
-			"database":       map[string]any{"free_bytes": float64(100 << 30)},
+			"database":       map[string]any{"free_bytes": databaseFree(100 << 30)},
 			"min_free_bytes": float64(1 << 30), "version": build.Version, "revision": build.Revision}, r.Object(t))
 	}
 	c.Submit("ios", []byte("a"), nil)

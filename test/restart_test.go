@@ -1,12 +1,13 @@
 package test
 
 import (
-	"database/sql"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
@@ -65,9 +66,8 @@ func TestRestartRecovery(t *testing.T) {
 	c.Stop()
 
 	// The worker row of "goes" disappears while the controller is down.
-	db, err := sql.Open("sqlite3", filepath.Join(c.Dir, "data", "controller.db"))
-	require.NoError(t, err)
-	res, err := db.Exec(`DELETE FROM workers WHERE id = ?`, goes)
+	db := testkit.OpenRaw(t, c.App.Config.DBPath)
+	res, err := db.Exec(testkit.Q(`DELETE FROM workers WHERE id = ?`), goes)
 	require.NoError(t, err)
 	n, err := res.RowsAffected()
 	require.NoError(t, err)

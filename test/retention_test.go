@@ -209,7 +209,7 @@ func TestBinaryGC(t *testing.T) {
 	latest, _ := finishBuild(t, c, true)
 	size := func(id string) int64 { return storedSize(t, dir, id) }
 	wantBytes := map[string]string{old.ID: fmt.Sprint(size(old.ID)), failed.ID: fmt.Sprint(size(failed.ID))}
-	where := []string{"--db", filepath.Join(dir, "data", "controller.db"), "--storage", filepath.Join(dir, "storage")}
+	where := []string{"--db", c.App.Config.DBPath, "--storage", filepath.Join(dir, "storage")}
 
 	code, out := runBinary(t, dir, append([]string{"gc", "--dry-run"}, where...)...)
 	require.Equal(t, 2, code, "%s", out)

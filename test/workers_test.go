@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"database/sql"
 	"encoding/base64"
 	"net/http"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 
 	"github.com/stretchr/testify/require"
 
@@ -706,12 +707,10 @@ func TestCapabilitiesAndChecksStoredAsSent(t *testing.T) {
 	r = c.PostJSON("/api/diagnostics/report", `{"worker_id":"`+w+`","status":"healthy","duration_ms":1,"checks":`+checks+`}`, c.KeyH())
 	require.Equal(t, http.StatusOK, r.Status)
 	c.Stop()
-	db, err := sql.Open("sqlite3", filepath.Join(c.Dir, "data", "controller.db"))
-	require.NoError(t, err)
-	defer db.Close()
+	db := testkit.OpenRaw(t, c.App.Config.DBPath)
 	var gotCaps, gotChecks string
-	require.NoError(t, db.QueryRow(`SELECT capabilities FROM workers WHERE id = ?`, w).Scan(&gotCaps))
-	require.NoError(t, db.QueryRow(`SELECT checks FROM diagnostics WHERE worker_id = ?`, w).Scan(&gotChecks))
+	require.NoError(t, db.QueryRow(testkit.Q(`SELECT capabilities FROM workers WHERE id = ?`), w).Scan(&gotCaps))
+	require.NoError(t, db.QueryRow(testkit.Q(`SELECT checks FROM diagnostics WHERE worker_id = ?`), w).Scan(&gotChecks))
 	require.Equal(t, caps, gotCaps)
 	require.Equal(t, checks, gotChecks)
 }
