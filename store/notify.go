@@ -70,9 +70,10 @@ func (c *changes) notification(node string) string {
 func (s *Store) Shared() bool { return s.pg }
 
 // Listener delivers the other nodes' notices to this one (PostgreSQL; nil on
-// SQLite). onQueue is called, without blocking, whenever a build's status
-// may have changed on another node.
-func (s *Store) Listener(onQueue func()) *Listener {
+// SQLite). onQueue is called, and must not block, with the builds whose
+// status another node changed, or all=true when any build may have changed
+// (too many to name, or notices were missed).
+func (s *Store) Listener(onQueue func(ids []string, all bool)) *Listener {
 	if !s.pg {
 		return nil
 	}
@@ -86,7 +87,7 @@ func (s *Store) Listener(onQueue func()) *Listener {
 // the database cannot be reached the node still reloads periodically.
 type Listener struct {
 	s       *Store
-	onQueue func()
+	onQueue func(ids []string, all bool)
 }
 
 func (l *Listener) String() string { return "notification listener" }
@@ -135,7 +136,7 @@ func (l *Listener) Serve(ctx context.Context) error {
 func (l *Listener) deliver(n notice) {
 	l.s.feed.remote(n)
 	if (n.All || len(n.Status) > 0) && l.onQueue != nil {
-		l.onQueue()
+		l.onQueue(n.Status, n.All)
 	}
 }
 

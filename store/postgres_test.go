@@ -124,7 +124,7 @@ func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 	a, b := twoNodes(t)
 	id, w := a.running(t, "w", t0)
 	var kicks atomic.Int64
-	l := b.s.Listener(func() { kicks.Add(1) })
+	l := b.s.Listener(func([]string, bool) { kicks.Add(1) })
 	require.NotNil(t, l)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

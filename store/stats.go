@@ -26,8 +26,9 @@ func (s *Store) BuildCounts(ctx context.Context) (Counts, error) {
 }
 
 func buildCounts(ctx context.Context, tx *Tx, c *Counts) error {
-	// Kept by triggers (migration 0003_bounded_reads): five rows, whatever the history.
-	rows, err := tx.QueryContext(ctx, `SELECT status, n FROM build_counts`)
+	// Kept by triggers (migration 0003_bounded_reads): five rows, whatever the
+	// history (on PostgreSQL a few per status, summed: see its 0001_init.sql).
+	rows, err := tx.QueryContext(ctx, `SELECT status, CAST(SUM(n) AS BIGINT) FROM build_counts GROUP BY status`)
 	if err != nil {
 		return err
 	}
@@ -88,11 +89,12 @@ func (s *Store) Stats(ctx context.Context, onlineSince, dayStart int64) (Stats, 
 			AND completed_at >= ?`, dayStart).Scan(&st.BuildsToday); err != nil {
 			return err
 		}
-		// Kept by triggers (migration 0009_history_totals): one row, whatever the history.
+		// Kept by triggers (migration 0009_history_totals): one row, whatever
+		// the history (on PostgreSQL a few, summed).
 		var samples int64
 		var cpuSum float64
-		if err := tx.QueryRowContext(ctx, `SELECT build_time_ms, cpu_samples, cpu_percent FROM history_totals
-			WHERE id = 1`).Scan(&st.TotalBuildTimeMS, &samples, &cpuSum); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT CAST(SUM(build_time_ms) AS BIGINT), CAST(SUM(cpu_samples) AS BIGINT),
+			SUM(cpu_percent) FROM history_totals`).Scan(&st.TotalBuildTimeMS, &samples, &cpuSum); err != nil {
 			return err
 		}
 		if samples > 0 {

@@ -135,11 +135,11 @@ func (d *testDB) checkHistoryTotals(t *testing.T, step string) {
 	t.Helper()
 	require.Equal(t, d.count(t, `SELECT COALESCE(SUM(completed_at - started_at), 0) FROM builds
 		WHERE status IN ('completed', 'failed') AND completed_at IS NOT NULL AND started_at IS NOT NULL`),
-		d.count(t, `SELECT build_time_ms FROM history_totals`), "%s: build time", step)
+		d.count(t, `SELECT CAST(SUM(build_time_ms) AS BIGINT) FROM history_totals`), "%s: build time", step)
 	require.Equal(t, d.count(t, `SELECT COUNT(*) FROM cpu_snapshots`),
-		d.count(t, `SELECT cpu_samples FROM history_totals`), "%s: CPU samples", step)
+		d.count(t, `SELECT CAST(SUM(cpu_samples) AS BIGINT) FROM history_totals`), "%s: CPU samples", step)
 	require.Equal(t, d.count(t, `SELECT CAST(ROUND(COALESCE(SUM(cpu_percent), 0) * 1000) AS INTEGER) FROM cpu_snapshots`),
-		d.count(t, `SELECT CAST(ROUND(cpu_percent * 1000) AS INTEGER) FROM history_totals`), "%s: CPU percent", step)
+		d.count(t, `SELECT CAST(ROUND(SUM(cpu_percent) * 1000) AS INTEGER) FROM history_totals`), "%s: CPU percent", step)
 }
 
 func TestStats(t *testing.T) {

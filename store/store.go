@@ -351,9 +351,6 @@ func DeferSync(ctx context.Context) context.Context {
 // returns ErrFull if the fsync fails for want of space, else ErrInternal if
 // it fails.
 func (s *Store) Sync() error {
-	if s.pg {
-		return nil // PostgreSQL's COMMIT is durable
-	}
 	target := s.committed.Load()
 	if s.synced.Load() >= target {
 		return nil // an fsync that started after those commits already completed
@@ -364,13 +361,22 @@ func (s *Store) Sync() error {
 		}
 		return fmt.Errorf("%w: sync: %v", ErrInternal, err)
 	}
+	s.markSynced(target)
+	return nil
+}
+
+// markSynced records that every commit up to target is durable.
+func (s *Store) markSynced(target uint64) {
 	for {
 		cur := s.synced.Load()
 		if cur >= target || s.synced.CompareAndSwap(cur, target) {
-			return nil
+			return
 		}
 	}
 }
+
+// deferred reports whether ctx is DeferSync's.
+func deferred(ctx context.Context) bool { return ctx.Value(deferSyncKey{}) != nil }
 
 // Version counts the write transactions committed so far: while it stays the
 // same, nothing in the database changed, so a reader may reuse what it read.
@@ -378,12 +384,7 @@ func (s *Store) Version() uint64 { return s.committed.Load() }
 
 // SyncStats reports how many commits waited for durability and how many WAL
 // fsyncs served them.
-func (s *Store) SyncStats() (commits, fsyncs int64) {
-	if s.durable == nil {
-		return 0, 0 // PostgreSQL
-	}
-	return s.durable.Stats()
-}
+func (s *Store) SyncStats() (commits, fsyncs int64) { return s.durable.Stats() }
 
 // readTx runs fn in one read transaction, giving it a consistent snapshot.
 func (s *Store) readTx(ctx context.Context, op string, fn func(*Tx) error) error {

@@ -42,6 +42,17 @@ func (m *Manager) poll(ctx context.Context, s *state, workerID string) (*Job, er
 	if !errors.Is(err, errOutOfStep) {
 		return job, err
 	}
+	// First the build memory says the worker holds (another node ended
+	// it), then, if memory still disagrees, everything.
+	if w := s.workers[workerID]; w != nil && w.job != nil {
+		if err := m.refreshBuild(ctx, s, w.job.id); err != nil {
+			return nil, err
+		}
+		job, err = m.pollOnce(ctx, s, workerID, false)
+		if !errors.Is(err, errOutOfStep) {
+			return job, err
+		}
+	}
 	if err := m.load(ctx, s); err != nil {
 		return nil, err
 	}

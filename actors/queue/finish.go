@@ -89,7 +89,7 @@ func (m *Manager) finish(ctx context.Context, s *state, req FinishRequest) (Fini
 	rb := s.running[req.BuildID]
 	if (rb == nil || rb.workerID != req.WorkerID) && m.cfg.Shared {
 		// Another node may have assigned it: memory is a cache of the store.
-		if err := m.load(ctx, s); err != nil {
+		if err := m.refreshBuild(ctx, s, req.BuildID); err != nil {
 			req.Result.Discard()
 			return 0, err
 		}

@@ -85,8 +85,8 @@ type Config struct {
 	// own transaction; 0 leaves every OTP to the caller (store.IssueOTP).
 	OTPTTL time.Duration
 	// Shared: other nodes write the same store (PostgreSQL): memory is a
-	// cache, reloaded when the store's Listener says a build changed
-	// (Reload) and whenever a request finds it out of step.
+	// cache, refreshed when the store's Listener says builds changed
+	// (Changed) and reloaded whenever a request finds it out of step.
 	Shared bool
 }
 
@@ -118,6 +118,13 @@ type Manager struct {
 	inbox  chan request
 	reload chan struct{} // "the store may hold pending builds I do not know": coalescing kick
 
+	// Builds another node changed (Changed), taken by Serve on a kick of
+	// changedC; changedAll means "reload everything".
+	changedMu  sync.Mutex
+	changed    map[string]bool
+	changedAll bool
+	changedC   chan struct{}
+
 	// Monotonic event counters, written by Serve, read by anyone (metrics).
 	assignments, requeues, timeouts, timeoutFailures, finishes atomic.Int64
 	waiting                                                    atomic.Int64 // held polls now
@@ -144,7 +151,8 @@ func New(st Store, fs Files, clk clock.Clock, log *slog.Logger, cfg Config) *Man
 		cfg.Observer = noObserver{}
 	}
 	return &Manager{store: st, files: fs, clock: clk, log: log, cfg: cfg,
-		inbox: make(chan request), reload: make(chan struct{}, 1), release: make(chan struct{})}
+		inbox: make(chan request), reload: make(chan struct{}, 1), release: make(chan struct{}),
+		changedC: make(chan struct{}, 1)}
 }
 
 // String names the service in supervisor logs.
@@ -254,6 +262,10 @@ func (m *Manager) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 			m.saveSeen(s)
 			return ctx.Err()
+		case <-m.changedC:
+			if err := m.applyChanged(ctx, s); err != nil {
+				return fmt.Errorf("refresh queue: %w", err)
+			}
 		case <-m.reload:
 			s.stale = true
 			if m.cfg.Shared && len(s.waiters) > 0 {
@@ -281,9 +293,71 @@ func (m *Manager) Serve(ctx context.Context) error {
 	}
 }
 
-// Reload makes the manager reload its state from the store (another node
-// changed builds: store.Listener); repeated calls coalesce. It never blocks.
-func (m *Manager) Reload() { m.kickReload() }
+// Changed tells the manager that another node changed these builds' status
+// (store.Listener), or, with all, possibly any build: it re-reads those
+// builds (or reloads everything) before its next request, and at once when
+// it holds polls. Calls coalesce; it never blocks.
+func (m *Manager) Changed(ids []string, all bool) {
+	m.changedMu.Lock()
+	if all {
+		m.changedAll = true
+	} else {
+		if m.changed == nil {
+			m.changed = map[string]bool{}
+		}
+		for _, id := range ids {
+			m.changed[id] = true
+		}
+	}
+	m.changedMu.Unlock()
+	select {
+	case m.changedC <- struct{}{}:
+	default:
+	}
+}
+
+// applyChanged brings memory up to the store for the builds Changed
+// named: a full reload when it was told "all" (or memory is stale anyway),
+// else each build re-read. Held polls are then served.
+func (m *Manager) applyChanged(ctx context.Context, s *state) error {
+	m.changedMu.Lock()
+	ids, all := m.changed, m.changedAll
+	m.changed, m.changedAll = nil, false
+	m.changedMu.Unlock()
+	if all || s.stale {
+		if err := m.load(ctx, s); err != nil {
+			return err
+		}
+		m.serveWaiters(s)
+		return nil
+	}
+	for id := range ids {
+		if err := m.refreshBuild(ctx, s, id); err != nil {
+			return err
+		}
+	}
+	m.serveWaiters(s)
+	return nil
+}
+
+// refreshBuild re-reads one build into memory (state.refresh); when that
+// leaves memory stale (a worker it does not know), everything is reloaded.
+func (m *Manager) refreshBuild(ctx context.Context, s *state, id string) error {
+	b, err := m.store.GetBuild(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.dequeue(id)
+		s.detach(id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.refresh(b)
+	if s.stale {
+		return m.load(ctx, s)
+	}
+	return nil
+}
 
 // kickReload flags the state for a reload from the store before the next
 // request; repeated kicks coalesce.

@@ -163,6 +163,42 @@ func (s *state) requeue(buildID string) {
 	s.enqueue(rb.queuedBuild)
 }
 
+// refresh makes memory agree with the store's b (a build another node
+// changed): queued when pending, running with its worker when assigned or
+// building, forgotten when finished. A worker memory does not know marks
+// the state stale (reloaded before the next request).
+func (s *state) refresh(b domain.Build) {
+	switch {
+	case b.Status == domain.StatusPending:
+		s.detach(b.ID)
+		s.enqueue(toQueued(b))
+	case b.Running() && b.WorkerID != nil:
+		s.dequeue(b.ID)
+		if rb := s.running[b.ID]; rb != nil && rb.workerID == *b.WorkerID {
+			return
+		}
+		s.detach(b.ID)
+		w := s.workers[*b.WorkerID]
+		if w == nil {
+			s.stale = true
+			return
+		}
+		if w.job != nil && w.job.id != b.ID {
+			s.stale = true // memory was behind on that build too
+			return
+		}
+		rb := &runningBuild{queuedBuild: toQueued(b), workerID: w.id}
+		if b.StartedAt != nil {
+			rb.assignedAt = *b.StartedAt
+		}
+		s.running[b.ID] = rb
+		w.job, w.status = rb, domain.WorkerBuilding
+	default:
+		s.dequeue(b.ID)
+		s.detach(b.ID)
+	}
+}
+
 // markSeen records that a worker was seen; an offline worker comes back
 // (building if it holds a build, else idle), which is saved at once.
 func (m *Manager) markSeen(ctx context.Context, s *state, w *workerEntry, now int64) error {

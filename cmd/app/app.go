@@ -166,9 +166,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	// Other nodes' changes (PostgreSQL): the queue reloads, and the webhook
 	// sender looks at the outbox (their events, which this node's sender
 	// also delivers if theirs cannot: at least once).
-	changed := q.Reload
+	changed := q.Changed
 	if hooks != nil {
-		changed = func() { q.Reload(); hooks.Kick() }
+		changed = func(ids []string, all bool) { q.Changed(ids, all); hooks.Kick() }
 	}
 	if l := st.Listener(changed); l != nil { // never a nil *Listener in an interface
 		services.Notifications = l

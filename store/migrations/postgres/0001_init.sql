@@ -138,22 +138,37 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_due ON outbox (next_attempt_at, id);
 
--- The number of builds in each state (SQLite 0003).
-CREATE TABLE build_counts (
-    status TEXT COLLATE "C"   PRIMARY KEY,
-    n      BIGINT NOT NULL
-);
-INSERT INTO build_counts (status, n)
-VALUES ('pending', 0), ('assigned', 0), ('building', 0), ('completed', 0), ('failed', 0);
+-- The counters kept by triggers are striped: each writing connection adds
+-- to the rows of its own stripe (its backend pid modulo 16), and readers sum
+-- the stripes. With one row per status, as on SQLite, every transaction
+-- that changes a status would update the same rows, so concurrent
+-- transactions (several nodes) would wait for each other's commit and then
+-- abort as a serialization failure.
 
--- Figures of the whole history (SQLite 0009).
+-- The number of builds in each state (SQLite 0003), per stripe.
+CREATE TABLE build_counts (
+    status TEXT COLLATE "C" NOT NULL,
+    stripe BIGINT NOT NULL CHECK (stripe BETWEEN 0 AND 15),
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (status, stripe)
+);
+INSERT INTO build_counts (status, stripe, n)
+SELECT s.status, g.stripe, 0
+FROM (VALUES ('pending'), ('assigned'), ('building'), ('completed'), ('failed')) AS s (status),
+     generate_series(0, 15) AS g (stripe);
+
+-- Figures of the whole history (SQLite 0009), per stripe (id).
 CREATE TABLE history_totals (
-    id            BIGINT PRIMARY KEY CHECK (id = 1),
+    id            BIGINT PRIMARY KEY CHECK (id BETWEEN 0 AND 15),
     build_time_ms BIGINT NOT NULL,
     cpu_samples   BIGINT NOT NULL,
     cpu_percent   DOUBLE PRECISION NOT NULL
 );
-INSERT INTO history_totals (id, build_time_ms, cpu_samples, cpu_percent) VALUES (1, 0, 0, 0);
+INSERT INTO history_totals (id, build_time_ms, cpu_samples, cpu_percent)
+SELECT g, 0, 0, 0 FROM generate_series(0, 15) AS g;
+
+-- The stripe of the writing connection.
+CREATE FUNCTION efa_stripe() RETURNS BIGINT LANGUAGE sql STABLE AS $$ SELECT (pg_backend_pid() % 16)::BIGINT $$;
 
 -- A finished build's share of build_time_ms (0 for any other).
 CREATE FUNCTION efa_build_time(status TEXT, started_at BIGINT, completed_at BIGINT) RETURNS BIGINT
@@ -166,24 +181,24 @@ CREATE FUNCTION efa_builds_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         IF TG_OP = 'DELETE' OR OLD.status <> NEW.status THEN
-            UPDATE build_counts SET n = n - 1 WHERE status = OLD.status;
+            UPDATE build_counts SET n = n - 1 WHERE status = OLD.status AND stripe = efa_stripe();
         END IF;
         IF efa_build_time(OLD.status, OLD.started_at, OLD.completed_at) <> 0 AND
            (TG_OP = 'DELETE' OR efa_build_time(OLD.status, OLD.started_at, OLD.completed_at)
                              <> efa_build_time(NEW.status, NEW.started_at, NEW.completed_at)) THEN
             UPDATE history_totals SET build_time_ms = build_time_ms
-                - efa_build_time(OLD.status, OLD.started_at, OLD.completed_at) WHERE id = 1;
+                - efa_build_time(OLD.status, OLD.started_at, OLD.completed_at) WHERE id = efa_stripe();
         END IF;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         IF TG_OP = 'INSERT' OR OLD.status <> NEW.status THEN
-            UPDATE build_counts SET n = n + 1 WHERE status = NEW.status;
+            UPDATE build_counts SET n = n + 1 WHERE status = NEW.status AND stripe = efa_stripe();
         END IF;
         IF efa_build_time(NEW.status, NEW.started_at, NEW.completed_at) <> 0 AND
            (TG_OP = 'INSERT' OR efa_build_time(OLD.status, OLD.started_at, OLD.completed_at)
                              <> efa_build_time(NEW.status, NEW.started_at, NEW.completed_at)) THEN
             UPDATE history_totals SET build_time_ms = build_time_ms
-                + efa_build_time(NEW.status, NEW.started_at, NEW.completed_at) WHERE id = 1;
+                + efa_build_time(NEW.status, NEW.started_at, NEW.completed_at) WHERE id = efa_stripe();
         END IF;
     END IF;
     RETURN NULL;
@@ -196,9 +211,9 @@ CREATE TRIGGER builds_changed AFTER INSERT OR DELETE OR UPDATE OF status, starte
 CREATE FUNCTION efa_cpu_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE history_totals SET cpu_samples = cpu_samples + 1, cpu_percent = cpu_percent + NEW.cpu_percent WHERE id = 1;
+        UPDATE history_totals SET cpu_samples = cpu_samples + 1, cpu_percent = cpu_percent + NEW.cpu_percent WHERE id = efa_stripe();
     ELSE
-        UPDATE history_totals SET cpu_samples = cpu_samples - 1, cpu_percent = cpu_percent - OLD.cpu_percent WHERE id = 1;
+        UPDATE history_totals SET cpu_samples = cpu_samples - 1, cpu_percent = cpu_percent - OLD.cpu_percent WHERE id = efa_stripe();
     END IF;
     RETURN NULL;
 END
