@@ -20,7 +20,9 @@ import (
 // Ordinary requests share one keep-alive Transport and have a timeout; the
 // transfer client shares the Transport and has none.
 type client struct {
-	base, key string
+	bases     []string      // the controller, or the nodes used in turn
+	next      atomic.Uint64 // the node of the next request
+	key       string
 	hc        *http.Client // ordinary requests (Timeout = cfg.Timeout)
 	stream    *http.Client // transfers (no timeout)
 	transport *http.Transport
@@ -47,7 +49,7 @@ func newClient(cfg Config, conns int) *client {
 		ReadBufferSize:      64 << 10,
 	}
 	return &client{
-		base: cfg.URL, key: cfg.APIKey, transport: tr,
+		bases: cfg.bases(), key: cfg.APIKey, transport: tr,
 		hc:     &http.Client{Transport: tr, Timeout: cfg.Timeout},
 		stream: &http.Client{Transport: tr},
 	}
@@ -118,7 +120,11 @@ func (c *client) do(hc *http.Client, req *http.Request, out any) error {
 }
 
 func (c *client) newRequest(ctx context.Context, method, path string, body io.Reader, contentType string) *http.Request {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	base := c.bases[0]
+	if len(c.bases) > 1 {
+		base = c.bases[c.next.Add(1)%uint64(len(c.bases))]
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		panic(err) // only a malformed base URL, which parseConfig refuses
 	}

@@ -91,7 +91,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	scenario := "all"
-	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL")
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL; several nodes of one database: comma-separated, used in turn")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "admin API key") // the environment's is read after Parse: --help must not print it
 	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, reads, all, or a comma-separated list")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle, logs and logstream run, and longpoll submits")
@@ -144,14 +144,27 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if err := cfg.validate(); err != nil {
 		return cfg, nil, err
 	}
-	cfg.URL = strings.TrimRight(cfg.URL, "/")
+	cfg.URL = strings.Join(cfg.bases(), ",")
 	return cfg, scenarios, nil
 }
 
+// bases are the controller URLs of --url: several, comma-separated, are
+// nodes sharing one database, and the requests go to them in turn (as a
+// round-robin load balancer sends them).
+func (c Config) bases() []string {
+	var out []string
+	for _, u := range strings.Split(c.URL, ",") {
+		out = append(out, strings.TrimRight(strings.TrimSpace(u), "/"))
+	}
+	return out
+}
+
 func (c Config) validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("invalid --url %q: want http(s)://host:port", c.URL)
+	for _, b := range c.bases() {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("invalid --url %q: want http(s)://host:port (several: comma-separated)", b)
+		}
 	}
 	if c.APIKey == "" {
 		return errors.New("an API key is required: --api-key or CONTROLLER_API_KEY")

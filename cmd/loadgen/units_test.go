@@ -574,3 +574,22 @@ func TestDispatchTrackerFromSent(t *testing.T) {
 	require.Equal(t, []time.Duration{0, time.Millisecond, 7 * time.Millisecond}, a.assign)
 	require.Equal(t, 1, a.early)
 }
+
+// TestSeveralNodes: --url takes several comma-separated nodes, each
+// checked, and the client sends its requests to them in turn.
+func TestSeveralNodes(t *testing.T) {
+	t.Parallel()
+	env := func(string) string { return "" }
+	cfg, _, err := parseConfig([]string{"--url", "http://a:1/, http://b:2", "--api-key", "k-0123456789abcdef"}, env, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "http://a:1,http://b:2", cfg.URL)
+	require.Equal(t, []string{"http://a:1", "http://b:2"}, cfg.bases())
+	c := newClient(cfg, 1)
+	var hosts []string
+	for i := 0; i < 4; i++ {
+		hosts = append(hosts, c.newRequest(t.Context(), "GET", "/health", nil, "").URL.Host)
+	}
+	require.Equal(t, []string{"b:2", "a:1", "b:2", "a:1"}, hosts)
+	_, _, err = parseConfig([]string{"--url", "http://a:1,ftp://b", "--api-key", "k-0123456789abcdef"}, env, io.Discard)
+	require.ErrorContains(t, err, `invalid --url "ftp://b"`)
+}
