@@ -326,16 +326,25 @@ func parseGauge(text []byte, name string) (float64, bool) {
 // waitGauge reads the gauge every 50 ms until it is at least want, for at
 // most limit; it returns the last value read and why it stopped early.
 func (c *client) waitGauge(ctx context.Context, name string, want float64, limit time.Duration) (float64, error) {
+	return c.waitGaugeUntil(ctx, name, func(v float64) bool { return v >= want }, fmt.Sprintf("below %g", want), limit)
+}
+
+// waitGaugeAtMost is waitGauge until the gauge is at most want.
+func (c *client) waitGaugeAtMost(ctx context.Context, name string, want float64, limit time.Duration) (float64, error) {
+	return c.waitGaugeUntil(ctx, name, func(v float64) bool { return v <= want }, fmt.Sprintf("above %g", want), limit)
+}
+
+func (c *client) waitGaugeUntil(ctx context.Context, name string, ok func(float64) bool, short string, limit time.Duration) (float64, error) {
 	deadline := time.Now().Add(limit)
 	for {
 		v, err := c.gauge(ctx, name)
 		switch {
 		case err != nil:
 			return v, err
-		case v >= want:
+		case ok(v):
 			return v, nil
 		case time.Now().After(deadline):
-			return v, fmt.Errorf("%s stayed at %g, below %g, for %s", name, v, want, limit)
+			return v, fmt.Errorf("%s stayed at %g, %s, for %s", name, v, short, limit)
 		case ctx.Err() != nil:
 			return v, ctx.Err()
 		}

@@ -42,6 +42,11 @@ func runLogStream(ctx context.Context, cfg Config) (r Result) {
 		r.fail("%v", err)
 		return r
 	}
+	// A poll an earlier scenario left held (its client gone, the controller
+	// not yet aware) would be handed one of these builds.
+	if _, err := c.waitGaugeAtMost(ctx, heldPollsGauge, 0, cfg.Wait+5*time.Second); err != nil {
+		r.note("earlier polls still held (%v)", err)
+	}
 	source := zipLike(1 << 10)
 	if err := submitMany(ctx, c, nb, cfg.Platform, source); err != nil {
 		r.fail("submit: %v", err)
