@@ -28,6 +28,9 @@ var (
 	// written, or its file cannot be opened for writing (permissions, a
 	// read-only file system, a path through a file). Nothing was changed.
 	ErrUnwritable = errors.New("store: database location not writable")
+	// ErrBadURL means a PostgreSQL URL's setting of this controller (such as
+	// pool_max_conns) is invalid; nothing was opened.
+	ErrBadURL = errors.New("store: invalid database URL")
 )
 
 // openError is a failure of Open told as one plain sentence that names the

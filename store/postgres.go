@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,11 +66,36 @@ func RedactURL(db string) string {
 
 // Pool sizes of a PostgreSQL store. One writing connection per node keeps
 // a node's writes in the order its actors issue them, as on SQLite; the
-// database orders the nodes' writes among themselves.
+// database orders the nodes' writes among themselves. The reading pool's
+// size is the URL's pool_max_conns (pgxpool's name for it), else
+// pgReadConns.
 const (
-	pgWriteConns = 1
-	pgReadConns  = 4
+	pgWriteConns    = 1
+	pgReadConns     = 4
+	pgMaxReadConns  = 64
+	poolMaxConnsKey = "pool_max_conns"
 )
+
+// readPoolSize takes pool_max_conns out of the URL (the driver would send it
+// to the server as a setting) and returns the reading pool's size.
+func readPoolSize(dsn string) (string, int, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", 0, err
+	}
+	q := u.Query()
+	v := q.Get(poolMaxConnsKey)
+	if v == "" {
+		return dsn, pgReadConns, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > pgMaxReadConns {
+		return "", 0, fmt.Errorf("%s=%q: want a whole number from 1 to %d", poolMaxConnsKey, v, pgMaxReadConns)
+	}
+	q.Del(poolMaxConnsKey)
+	u.RawQuery = q.Encode()
+	return u.String(), n, nil
+}
 
 func openPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	s := &Store{opTimeout: DefaultOpTimeout, migrateTO: DefaultMigrateTimeout, pg: true, node: uuid.NewString(), dsn: dsn}
@@ -77,6 +103,11 @@ func openPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 		o(s)
 	}
 	name := RedactURL(dsn)
+	dsn, readConns, err := readPoolSize(dsn)
+	if err != nil {
+		return nil, &openError{ErrBadURL, fmt.Sprintf("the database URL %s: %v", name, err)}
+	}
+	s.dsn = dsn
 	d := &dialect{postgres: true}
 	// The writing connection commits without waiting for the WAL flush;
 	// every write is made durable before it is answered by a flush shared
@@ -98,8 +129,8 @@ func openPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 		w.Close()
 		return nil, &openError{ErrInternal, fmt.Sprintf("cannot open the database %s: %v", name, err)}
 	}
-	r.SetMaxOpenConns(pgReadConns)
-	r.SetMaxIdleConns(pgReadConns)
+	r.SetMaxOpenConns(readConns)
+	r.SetMaxIdleConns(readConns)
 	s.write, s.read = &pool{w, d}, &pool{r, d}
 	s.durable = fsync.NewGroup(s.pgFlush)
 	fail := func(what string, err error) (*Store, error) {

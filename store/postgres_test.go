@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,4 +163,29 @@ func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return kicks.Load() > before }, "node A's status change reaches node B's queue")
 	_, _, status := sub.Take()
 	require.True(t, status)
+}
+
+// TestPoolMaxConns: the URL's pool_max_conns sizes the reading pool and is
+// not sent to the server; a bad value is refused before anything opens.
+func TestPoolMaxConns(t *testing.T) {
+	t.Parallel()
+	if !testkit.Postgres() {
+		t.Skip("PostgreSQL only (" + testkit.EnvStore + "=postgres)")
+	}
+	base := testkit.PostgresURL(t)
+	s, err := store.Open(t.Context(), base+"&pool_max_conns=2")
+	require.NoError(t, err)
+	_, err = s.BuildCounts(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	for _, v := range []string{"0", "x", "65"} {
+		_, err := store.Open(t.Context(), base+"&pool_max_conns="+v)
+		require.ErrorIs(t, err, store.ErrBadURL, v)
+		require.Contains(t, err.Error(), "pool_max_conns")
+		if u, _ := url.Parse(base); u != nil && u.User != nil {
+			if pw, ok := u.User.Password(); ok {
+				require.NotContains(t, err.Error(), ":"+pw+"@", "no password")
+			}
+		}
+	}
 }

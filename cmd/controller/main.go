@@ -99,7 +99,7 @@ func serve(ctx context.Context, args []string) int {
 // taken, a full disk), which a restart may mend.
 func exitStatus(err error) int {
 	if errors.Is(err, app.ErrConfig) || errors.Is(err, store.ErrNotADatabase) || errors.Is(err, store.ErrForeignDatabase) ||
-		errors.Is(err, store.ErrUnwritable) {
+		errors.Is(err, store.ErrUnwritable) || errors.Is(err, store.ErrBadURL) {
 		return 2
 	}
 	return 1
