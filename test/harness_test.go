@@ -117,6 +117,11 @@ func startCfg(t testing.TB, dir string, cfg app.Config) *Controller {
 	}
 	c.URL = "http://" + a.HTTP.Addr().String()
 	t.Cleanup(c.Stop)
+	t.Cleanup(func() { // registered after Stop, so it runs first
+		if t.Failed() {
+			c.logTrouble(t)
+		}
+	})
 	return c
 }
 
@@ -445,4 +450,22 @@ func databaseFree(n int64) any {
 		return nil
 	}
 	return float64(n)
+}
+
+// logTrouble shows, when a test failed, the controller's warnings and
+// errors (at most the last 40): go test hides the controller's log, and an
+// answer such as 500 "Poll failed" says why only there.
+func (c *Controller) logTrouble(t testing.TB) {
+	var lines []string
+	for _, l := range strings.Split(c.Logs(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	if len(lines) > 0 {
+		t.Logf("controller warnings and errors:\n%s", strings.Join(lines, "\n"))
+	}
 }
