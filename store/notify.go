@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -156,7 +157,7 @@ func (f *feed) remote(n notice) {
 	status := make(map[string]bool, len(n.Status))
 	for _, id := range n.Status {
 		status[id] = true
-		if !contains(n.Logs, id) {
+		if !slices.Contains(n.Logs, id) {
 			for sub := range f.subs[id] {
 				sub.pushStatus()
 			}
@@ -167,15 +168,6 @@ func (f *feed) remote(n notice) {
 			sub.behind(status[id])
 		}
 	}
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // behind marks the subscription lagging: its reader reads the log from the
