@@ -63,20 +63,25 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
+		change := BuildChange{ID: buildID, Kind: ChangeRunning, WorkerID: workerID, StartedAt: now}
+		var certs sql.NullString
+		err = tx.QueryRowContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
 			started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
 			vm_ready_at = NULL, host_token = NULL, stage = NULL
-			WHERE id = ? AND status = 'pending'`, workerID, now, now, buildID)
-		if err != nil {
-			return err
-		}
-		if err := oneRow(res, ErrConflict); err != nil {
+			WHERE id = ? AND status = 'pending'
+			RETURNING assignment, platform, submitted_at, certs_path`, workerID, now, now, buildID).
+			Scan(&change.Assignment, &change.Platform, &change.SubmittedAt, &certs)
+		if errors.Is(err, sql.ErrNoRows) {
 			if _, gerr := getBuild(ctx, tx, buildID); gerr != nil {
 				return gerr // ErrNotFound
 			}
+			return ErrConflict
+		}
+		if err != nil {
 			return err
 		}
-		noteStatus(ctx, buildID)
+		change.Certs = certs.Valid
+		noteStatus(ctx, change)
 		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
 			last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
 			return err
@@ -109,7 +114,7 @@ func (s *Store) CancelBuild(ctx context.Context, id string, now int64) (domain.B
 			return ErrConflict
 		}
 		before = b
-		noteStatus(ctx, id)
+		noteStatus(ctx, BuildChange{ID: id, Kind: ChangeEnded})
 		if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'failed', cancelled = 1,
 			error_message = 'Build cancelled by user', completed_at = ? WHERE id = ?`, now, id); err != nil {
 			return err
@@ -157,7 +162,7 @@ func (s *Store) FinishBuild(ctx context.Context, f Finish) error {
 		if !b.AssignedTo(f.WorkerID) {
 			return ErrNotAssignee
 		}
-		noteStatus(ctx, f.BuildID)
+		noteStatus(ctx, BuildChange{ID: f.BuildID, Kind: ChangeEnded})
 		counter := "builds_completed"
 		if f.Success {
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET status = 'completed', completed_at = ?,
@@ -283,8 +288,13 @@ type attemptEnd struct {
 // failed (domain.DecideTimeout); its worker becomes idle. The outbox gets
 // build.requeued or build.failed.
 func endAttempt(ctx context.Context, tx *Tx, b domain.Build, now int64, maxAttempts int, e attemptEnd) (domain.TimeoutOutcome, error) {
-	noteStatus(ctx, b.ID)
 	decision := domain.DecideTimeout(b.Attempts, maxAttempts)
+	change := ChangeOf(b) // its queue fields and assignment
+	change.Kind, change.WorkerID, change.StartedAt = ChangePending, "", 0
+	if decision.Outcome != domain.TimeoutRequeued {
+		change.Kind = ChangeEnded
+	}
+	noteStatus(ctx, change)
 	n := decision.Attempt
 	var err error
 	if decision.Outcome == domain.TimeoutRequeued {
@@ -405,7 +415,7 @@ func (s *Store) Recover(ctx context.Context, now int64) ([]string, error) {
 // requeue returns a running build to pending at its submit-order place and
 // writes build.requeued to the outbox.
 func requeue(ctx context.Context, tx *Tx, id string, now int64, reason string) error {
-	noteStatus(ctx, id)
+	noteStatus(ctx, BuildChange{ID: id}) // rare: other nodes read it
 	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'pending', worker_id = NULL,
 		started_at = NULL, last_activity_at = NULL, progress = NULL WHERE id = ?`, id); err != nil {
 		return err

@@ -152,7 +152,8 @@ func (s *Store) CreateBuild(ctx context.Context, nb NewBuild) error {
 		if err != nil {
 			return err
 		}
-		noteStatus(ctx, nb.ID) // a new pending build (other nodes' queues reload)
+		noteStatus(ctx, BuildChange{ID: nb.ID, Kind: ChangePending, Platform: nb.Platform,
+			SubmittedAt: nb.SubmittedAt, Certs: nb.CertsPath != nil}) // a new pending build
 		if err := appendLog(ctx, tx, nb.ID, nb.SubmittedAt, domain.LevelInfo, msg); err != nil {
 			return err
 		}

@@ -101,7 +101,7 @@ func (sub *Subscription) push(entries []domain.LogEntry, status bool) {
 // and published when it commits.
 type changes struct {
 	logs   map[string][]domain.LogEntry
-	status map[string]bool
+	status map[string]BuildChange // what each build became (the last note wins)
 }
 
 type changesKey struct{}
@@ -126,13 +126,15 @@ func noteLog(ctx context.Context, buildID string, e domain.LogEntry) {
 	}
 }
 
-// noteStatus records that a build's status changed.
-func noteStatus(ctx context.Context, buildID string) {
+// noteStatus records that a build's status changed and what it became
+// (Kind ChangeUnknown when the transaction does not know: other nodes read
+// the build).
+func noteStatus(ctx context.Context, change BuildChange) {
 	if c := changesOf(ctx); c != nil {
 		if c.status == nil {
-			c.status = map[string]bool{}
+			c.status = map[string]BuildChange{}
 		}
-		c.status[buildID] = true
+		c.status[change.ID] = change
 	}
 }
 
@@ -147,7 +149,8 @@ func (f *feed) publish(ctx context.Context) {
 	defer f.mu.Unlock()
 	for id, entries := range c.logs {
 		for sub := range f.subs[id] {
-			sub.push(entries, c.status[id])
+			_, status := c.status[id]
+			sub.push(entries, status)
 		}
 	}
 	for id := range c.status {

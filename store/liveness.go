@@ -78,7 +78,7 @@ func touchAssignee(ctx context.Context, tx *Tx, buildID, workerID string, now in
 		return domain.Build{}, ErrNotAssignee
 	}
 	if b.Status == domain.StatusAssigned {
-		noteStatus(ctx, buildID) // assigned becomes building
+		noteStatus(ctx, ChangeOf(b)) // assigned becomes building: still running on its worker
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = GREATEST(COALESCE(last_activity_at, 0), ?),
 		status = 'building' WHERE id = ?`, now, buildID)

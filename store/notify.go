@@ -8,6 +8,8 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // Several nodes on one PostgreSQL database (docs/DEPLOYMENT.md, Several
@@ -38,32 +40,111 @@ const ListenerApplicationName = "efa-listener"
 
 // notice is one transaction's changes, as other nodes learn of them.
 type notice struct {
-	Node   string   `json:"n"`
-	Status []string `json:"s,omitempty"` // builds whose status changed
-	Logs   []string `json:"l,omitempty"` // builds with new log entries
-	All    bool     `json:"a,omitempty"` // too many to list: assume every build changed
+	Node    string        `json:"n"`
+	Status  []string      `json:"s,omitempty"` // builds whose status changed
+	Changes []BuildChange `json:"c,omitempty"` // what some of them became (the rest: read them)
+	Logs    []string      `json:"l,omitempty"` // builds with new log entries
+	All     bool          `json:"a,omitempty"` // too many to list: assume every build changed
+}
+
+// ChangeKind is what a build became, as far as a node's queue is
+// concerned.
+type ChangeKind string
+
+// The kinds of BuildChange.
+const (
+	ChangeUnknown ChangeKind = ""  // not said: read the build
+	ChangePending ChangeKind = "p" // waiting in the queue
+	ChangeRunning ChangeKind = "r" // assigned or building, held by WorkerID
+	ChangeEnded   ChangeKind = "e" // finished or deleted: final
+)
+
+// BuildChange is what a committed transaction made of one build, enough
+// for another node's queue to apply it without reading the build.
+// Assignment orders a build's changes: a pending build has had Assignment
+// assignments, a running one is in its Assignment-th, and an ended one
+// changes no more — so a node can tell a change it already has (or a newer
+// one) from one it lacks. Platform is set when the queue fields
+// (Platform, SubmittedAt, Certs) are; without them a node that does not
+// know the build reads it.
+type BuildChange struct {
+	ID          string          `json:"i"`
+	Kind        ChangeKind      `json:"k,omitempty"`
+	Assignment  int             `json:"a,omitempty"`
+	WorkerID    string          `json:"w,omitempty"`
+	StartedAt   int64           `json:"t,omitempty"`
+	Platform    domain.Platform `json:"p,omitempty"`
+	SubmittedAt int64           `json:"s,omitempty"`
+	Certs       bool            `json:"c,omitempty"`
+}
+
+// ChangeOf is what the build b is, as a BuildChange with its queue
+// fields.
+func ChangeOf(b domain.Build) BuildChange {
+	c := BuildChange{ID: b.ID, Assignment: b.Assignment, Platform: b.Platform,
+		SubmittedAt: b.SubmittedAt, Certs: b.CertsPath != nil}
+	switch {
+	case b.Status == domain.StatusPending:
+		c.Kind = ChangePending
+	case b.Running() && b.WorkerID != nil:
+		c.Kind, c.WorkerID = ChangeRunning, *b.WorkerID
+		if b.StartedAt != nil {
+			c.StartedAt = *b.StartedAt
+		}
+	case b.Finished():
+		c.Kind = ChangeEnded
+	}
+	return c
 }
 
 // notification is the notice of what the transaction collected, "" when it
-// changed no build.
+// changed no build. When the changes do not fit, only the builds' ids are
+// sent (the other nodes read them); when those do not fit either, "all".
 func (c *changes) notification(node string) string {
 	if c == nil || (len(c.logs) == 0 && len(c.status) == 0) {
 		return ""
 	}
 	n := notice{Node: node}
-	for id := range c.status {
+	for id, ch := range c.status {
 		n.Status = append(n.Status, id)
+		if ch.Kind != ChangeUnknown {
+			n.Changes = append(n.Changes, ch)
+		}
 	}
 	for id := range c.logs {
 		n.Logs = append(n.Logs, id)
 	}
 	sort.Strings(n.Status)
+	sort.Slice(n.Changes, func(i, j int) bool { return n.Changes[i].ID < n.Changes[j].ID })
 	sort.Strings(n.Logs)
 	b, err := json.Marshal(n)
+	if err == nil && len(b) > maxNotice {
+		n.Changes = nil
+		b, err = json.Marshal(n)
+	}
 	if err != nil || len(b) > maxNotice {
 		b, _ = json.Marshal(notice{Node: node, All: true})
 	}
 	return string(b)
+}
+
+// changed is what the notice says of the builds whose status changed: its
+// BuildChange where it has one, else the id alone (ChangeUnknown) — a
+// notice of a node that does not send changes names ids only.
+func (n notice) changed() []BuildChange {
+	known := make(map[string]BuildChange, len(n.Changes))
+	for _, c := range n.Changes {
+		known[c.ID] = c
+	}
+	out := make([]BuildChange, 0, len(n.Status))
+	for _, id := range n.Status {
+		c, ok := known[id]
+		if !ok {
+			c = BuildChange{ID: id}
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // Shared reports whether other nodes may write the same database
@@ -71,10 +152,11 @@ func (c *changes) notification(node string) string {
 func (s *Store) Shared() bool { return s.pg }
 
 // Listener delivers the other nodes' notices to this one (PostgreSQL; nil on
-// SQLite). onQueue is called, and must not block, with the builds whose
-// status another node changed, or all=true when any build may have changed
-// (too many to name, or notices were missed).
-func (s *Store) Listener(onQueue func(ids []string, all bool)) *Listener {
+// SQLite). onQueue is called, in commit order, and must not block, with what
+// another node's transaction made of the builds whose status it changed, or
+// all=true when any build may have changed (too many to name, or notices
+// were missed).
+func (s *Store) Listener(onQueue func(changed []BuildChange, all bool)) *Listener {
 	if !s.pg {
 		return nil
 	}
@@ -88,7 +170,7 @@ func (s *Store) Listener(onQueue func(ids []string, all bool)) *Listener {
 // the database cannot be reached the node still reloads periodically.
 type Listener struct {
 	s       *Store
-	onQueue func(ids []string, all bool)
+	onQueue func(changed []BuildChange, all bool)
 }
 
 func (l *Listener) String() string { return "notification listener" }
@@ -137,7 +219,7 @@ func (l *Listener) Serve(ctx context.Context) error {
 func (l *Listener) deliver(n notice) {
 	l.s.feed.remote(n)
 	if (n.All || len(n.Status) > 0) && l.onQueue != nil {
-		l.onQueue(n.Status, n.All)
+		l.onQueue(n.changed(), n.All)
 	}
 }
 

@@ -116,16 +116,47 @@ func lostRace(t *testing.T, err error) bool {
 	return false
 }
 
-// TestListenerDeliversOtherNodesChanges: a log line and a status change
+// heard records what a Listener hands its queue callback.
+type heard struct {
+	mu    sync.Mutex
+	calls [][]store.BuildChange // nil for "all"
+}
+
+func (h *heard) onQueue(c []store.BuildChange, all bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if all {
+		c = nil
+	}
+	h.calls = append(h.calls, c)
+}
+
+func (h *heard) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.calls)
+}
+
+// next waits for the call after the first n and returns it.
+func (h *heard) next(t *testing.T, n int, what string) []store.BuildChange {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, func() bool { return h.count() > n }, what)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Len(t, h.calls, n+1, what+": one call")
+	return h.calls[n]
+}
+
+// TestListenerDeliversOtherNodesChanges: log lines and status changes
 // committed through one store reach the other store's subscribers (to be
-// read from the database) and its queue callback; its own commits do not
-// call it.
+// read from the database) and its queue callback, each status change with
+// what the build became (its kind, assignment number, worker and queue
+// fields); its own commits do not call it.
 func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 	t.Parallel()
 	a, b := twoNodes(t)
-	id, w := a.running(t, "w", t0)
-	var kicks atomic.Int64
-	l := b.s.Listener(func([]string, bool) { kicks.Add(1) })
+	var h heard
+	l := b.s.Listener(h.onQueue)
 	require.NotNil(t, l)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -134,18 +165,29 @@ func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 		cancel()
 		require.ErrorIs(t, <-done, context.Canceled)
 	}()
-	testkit.Eventually(t, 10*time.Second, func() bool { return kicks.Load() >= 1 }, "the listener starts with a reload")
+	require.Nil(t, h.next(t, 0, "the listener starts with a reload"), "all")
+
+	id := a.build(t, t0)
+	queue := store.BuildChange{ID: id, Platform: domain.PlatformIOS, SubmittedAt: t0}
+	pending := queue
+	pending.Kind = store.ChangePending
+	require.Equal(t, []store.BuildChange{pending}, h.next(t, 1, "submitted"))
+	w := a.worker(t, "w", t0)
+	require.Equal(t, 2, h.count(), "a worker's registration is no build's change")
+	require.NoError(t, a.s.AssignBuild(t.Context(), id, w, t0+1))
+	running := queue
+	running.Kind, running.Assignment, running.WorkerID, running.StartedAt = store.ChangeRunning, 1, w, t0+1
+	require.Equal(t, []store.BuildChange{running}, h.next(t, 2, "assigned"))
 
 	sub := b.s.Subscribe(id)
 	defer sub.Close()
-	// The assignee's first line also makes the build building: a status
-	// change, which the queue hears of.
+	// The assignee's first line also makes the build building: the same
+	// assignment, still running on w.
 	_, err := a.s.AppendLogs(t.Context(), id, w, []store.LogInput{{Level: domain.LevelInfo, Message: "first"}}, t0+5)
 	require.NoError(t, err)
-	testkit.Eventually(t, 10*time.Second, func() bool { return kicks.Load() >= 2 }, "building: node B's queue hears of it")
+	require.Equal(t, []store.BuildChange{running}, h.next(t, 3, "building"))
 	<-sub.C
 	sub.Take()
-	before := kicks.Load()
 	_, err = a.s.AppendLogs(t.Context(), id, w, []store.LogInput{{Level: domain.LevelInfo, Message: "from node A"}}, t0+10)
 	require.NoError(t, err)
 	select {
@@ -156,13 +198,30 @@ func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 	entries, lagged, _ := sub.Take()
 	require.Empty(t, entries)
 	require.True(t, lagged, "read the new lines from the database")
-	require.Equal(t, before, kicks.Load(), "a log line changes no queue")
+	require.Equal(t, 4, h.count(), "a log line changes no queue")
+
+	out, err := a.s.AbandonBuild(t.Context(), id, w, "gave up", t0+15, 3)
+	require.NoError(t, err)
+	require.Equal(t, domain.TimeoutRequeued, out)
+	requeued := queue
+	requeued.Kind, requeued.Assignment = store.ChangePending, 1
+	require.Equal(t, []store.BuildChange{requeued}, h.next(t, 4, "requeued after its first assignment"))
 
 	_, err = a.s.CancelBuild(t.Context(), id, t0+20)
 	require.NoError(t, err)
-	testkit.Eventually(t, 10*time.Second, func() bool { return kicks.Load() > before }, "node A's status change reaches node B's queue")
+	require.Equal(t, []store.BuildChange{{ID: id, Kind: store.ChangeEnded}}, h.next(t, 5, "cancelled"))
 	_, _, status := sub.Take()
 	require.True(t, status)
+
+	// A requeue that does not say what the build became (a worker
+	// unregistered) names the build: node B reads it.
+	id2 := a.build(t, t0+30)
+	h.next(t, 6, "submitted")
+	require.NoError(t, a.s.AssignBuild(t.Context(), id2, w, t0+31))
+	h.next(t, 7, "assigned")
+	_, err = a.s.RequeueOnUnregister(t.Context(), w, t0+32)
+	require.NoError(t, err)
+	require.Equal(t, []store.BuildChange{{ID: id2}}, h.next(t, 8, "requeued on unregister"))
 }
 
 // TestPoolMaxConns: the URL's pool_max_conns sizes the reading pool and is

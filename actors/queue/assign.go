@@ -132,6 +132,7 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 			return nil, err
 		}
 		s.dequeue(b.id)
+		b.assignment++
 		rb := &runningBuild{queuedBuild: b, workerID: w.id, assignedAt: now}
 		s.running[b.id] = rb
 		w.job, w.status = rb, domain.WorkerBuilding

@@ -24,8 +24,7 @@ func (m *Manager) Cancel(ctx context.Context, buildID string) (domain.Build, err
 			return domain.Build{}, ErrFinished
 		}
 		if err == nil {
-			s.dequeue(buildID)
-			s.detach(buildID)
+			s.end(buildID)
 		}
 		return before, err
 	})
@@ -130,7 +129,7 @@ func (m *Manager) finish(ctx context.Context, s *state, req FinishRequest) (Fini
 		}
 		return 0, err
 	}
-	s.detach(req.BuildID)
+	s.end(req.BuildID)
 	m.finishes.Add(1)
 	outcome := "failed"
 	if f.Success {

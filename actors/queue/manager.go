@@ -121,7 +121,7 @@ type Manager struct {
 	// Builds another node changed (Changed), taken by Serve on a kick of
 	// changedC; changedAll means "reload everything".
 	changedMu  sync.Mutex
-	changed    map[string]bool
+	changed    []store.BuildChange // in commit order
 	changedAll bool
 	changedC   chan struct{}
 
@@ -293,21 +293,21 @@ func (m *Manager) Serve(ctx context.Context) error {
 	}
 }
 
-// Changed tells the manager that another node changed these builds' status
-// (store.Listener), or, with all, possibly any build: it re-reads those
-// builds (or reloads everything) before its next request, and at once when
-// it holds polls. Calls coalesce; it never blocks.
-func (m *Manager) Changed(ids []string, all bool) {
+// maxChanged bounds the changes waiting for the manager; beyond it, it
+// reloads everything instead.
+const maxChanged = 10000
+
+// Changed tells the manager what another node made of these builds
+// (store.Listener, in commit order), or, with all, that possibly any build
+// changed: it applies them (reading the builds a change does not describe
+// enough, or reloading everything) before its next request, and at once
+// when it holds polls. It never blocks.
+func (m *Manager) Changed(changed []store.BuildChange, all bool) {
 	m.changedMu.Lock()
-	if all {
-		m.changedAll = true
-	} else {
-		if m.changed == nil {
-			m.changed = map[string]bool{}
-		}
-		for _, id := range ids {
-			m.changed[id] = true
-		}
+	if all || len(m.changed)+len(changed) > maxChanged {
+		m.changedAll, m.changed = true, nil
+	} else if !m.changedAll {
+		m.changed = append(m.changed, changed...)
 	}
 	m.changedMu.Unlock()
 	select {
@@ -316,23 +316,33 @@ func (m *Manager) Changed(ids []string, all bool) {
 	}
 }
 
-// applyChanged brings memory up to the store for the builds Changed
-// named: a full reload when it was told "all" (or memory is stale anyway),
-// else each build re-read. Held polls are then served.
+// applyChanged brings memory up to the store for the changes Changed
+// passed: a full reload when it was told "all" (or memory is stale anyway),
+// else each change applied in order (state.apply), a build read where the
+// change is not enough. Held polls are then served.
 func (m *Manager) applyChanged(ctx context.Context, s *state) error {
 	m.changedMu.Lock()
-	ids, all := m.changed, m.changedAll
+	changed, all := m.changed, m.changedAll
 	m.changed, m.changedAll = nil, false
 	m.changedMu.Unlock()
-	if all || s.stale {
-		if err := m.load(ctx, s); err != nil {
-			return err
+	if !all && !s.stale {
+		read := map[string]bool{} // read now: the batch's later changes are older
+		for _, c := range changed {
+			if s.stale {
+				break // reloaded below
+			}
+			if read[c.ID] || s.apply(c) {
+				continue
+			}
+			read[c.ID] = true
+			if err := m.readBuild(ctx, s, c.ID); err != nil {
+				return err
+			}
 		}
-		m.serveWaiters(s)
-		return nil
 	}
-	for id := range ids {
-		if err := m.refreshBuild(ctx, s, id); err != nil {
+	if all || s.stale {
+		// Every change of the batch committed before this snapshot.
+		if err := m.load(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -343,19 +353,27 @@ func (m *Manager) applyChanged(ctx context.Context, s *state) error {
 // refreshBuild re-reads one build into memory (state.refresh); when that
 // leaves memory stale (a worker it does not know), everything is reloaded.
 func (m *Manager) refreshBuild(ctx context.Context, s *state, id string) error {
+	if err := m.readBuild(ctx, s, id); err != nil {
+		return err
+	}
+	if s.stale {
+		return m.load(ctx, s)
+	}
+	return nil
+}
+
+// readBuild re-reads one build into memory (state.refresh), which may
+// leave it stale.
+func (m *Manager) readBuild(ctx context.Context, s *state, id string) error {
 	b, err := m.store.GetBuild(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		s.dequeue(id)
-		s.detach(id)
+		s.end(id)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	s.refresh(b)
-	if s.stale {
-		return m.load(ctx, s)
-	}
 	return nil
 }
 

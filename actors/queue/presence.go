@@ -25,7 +25,7 @@ func (m *Manager) ExpireBuild(ctx context.Context, buildID, workerID string, cut
 		} else {
 			m.timeoutFailures.Add(1)
 			m.observeFinish(s.running[buildID], "failed", m.now())
-			s.detach(buildID)
+			s.end(buildID)
 		}
 		m.log.Warn("build timed out", "build_id", buildID, "worker_id", workerID,
 			"requeued", out == domain.TimeoutRequeued)
@@ -127,7 +127,7 @@ func (m *Manager) Abandon(ctx context.Context, buildID, workerID, reason string)
 			s.requeue(buildID)
 			m.serveWaiters(s)
 		} else {
-			s.detach(buildID)
+			s.end(buildID)
 		}
 		m.log.Warn("build abandoned", "build_id", buildID, "worker_id", workerID,
 			"requeued", out == domain.TimeoutRequeued)

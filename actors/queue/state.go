@@ -16,6 +16,7 @@ type state struct {
 	running map[string]*runningBuild // by build id
 	seen    map[string]int64         // last-seen times not yet saved
 	waiters []*waiter                // held polls, oldest first
+	ended   endedSet                 // builds known to have ended (a shared store: changes for them are old)
 	stale   bool                     // memory may disagree with the store: reload before the next request
 }
 
@@ -25,6 +26,7 @@ type queuedBuild struct {
 	platform    domain.Platform
 	submittedAt int64
 	hasCerts    bool
+	assignment  int // pending: assignments so far; running: this one's number
 }
 
 // before is the queue order (docs/API.md §5.4): submit time, then id.
@@ -33,7 +35,8 @@ func (a queuedBuild) before(b queuedBuild) bool {
 }
 
 func toQueued(b domain.Build) queuedBuild {
-	return queuedBuild{id: b.ID, platform: b.Platform, submittedAt: b.SubmittedAt, hasCerts: b.CertsPath != nil}
+	return queuedBuild{id: b.ID, platform: b.Platform, submittedAt: b.SubmittedAt, hasCerts: b.CertsPath != nil,
+		assignment: b.Assignment}
 }
 
 // workerEntry is the manager's record of one worker.
@@ -72,9 +75,10 @@ func (m *Manager) load(ctx context.Context, s *state) error {
 	if err != nil {
 		return err
 	}
-	seen, waiters := s.seen, s.waiters // held polls outlive a reload
+	seen, waiters, ended := s.seen, s.waiters, s.ended // held polls outlive a reload; an end is final
 	*s = state{
 		waiters: waiters,
+		ended:   ended,
 		queued:  make(map[string]bool, len(pending)),
 		workers: make(map[string]*workerEntry, len(workers)),
 		running: make(map[string]*runningBuild, len(running)),
@@ -163,40 +167,146 @@ func (s *state) requeue(buildID string) {
 	s.enqueue(rb.queuedBuild)
 }
 
-// refresh makes memory agree with the store's b (a build another node
-// changed): queued when pending, running with its worker when assigned or
-// building, forgotten when finished. A worker memory does not know marks
+// end forgets a build that ended (finished, or deleted): it leaves the queue
+// or its worker, and changes of it that arrive late are ignored.
+func (s *state) end(buildID string) {
+	s.dequeue(buildID)
+	s.detach(buildID)
+	s.ended.add(buildID)
+}
+
+// refresh makes memory agree with the store's b, just read (a build another
+// node changed): queued when pending, running with its worker when assigned
+// or building, forgotten when finished. A worker memory does not know marks
 // the state stale (reloaded before the next request).
 func (s *state) refresh(b domain.Build) {
-	switch {
-	case b.Status == domain.StatusPending:
-		s.detach(b.ID)
-		s.enqueue(toQueued(b))
-	case b.Running() && b.WorkerID != nil:
-		s.dequeue(b.ID)
-		if rb := s.running[b.ID]; rb != nil && rb.workerID == *b.WorkerID {
-			return
-		}
-		s.detach(b.ID)
-		w := s.workers[*b.WorkerID]
-		if w == nil {
-			s.stale = true
-			return
-		}
-		if w.job != nil && w.job.id != b.ID {
-			s.stale = true // memory was behind on that build too
-			return
-		}
-		rb := &runningBuild{queuedBuild: toQueued(b), workerID: w.id}
-		if b.StartedAt != nil {
-			rb.assignedAt = *b.StartedAt
-		}
-		s.running[b.ID] = rb
-		w.job, w.status = rb, domain.WorkerBuilding
-	default:
-		s.dequeue(b.ID)
+	if !s.apply(store.ChangeOf(b)) {
+		s.dequeue(b.ID) // neither pending, running with a worker, nor ended
 		s.detach(b.ID)
 	}
+}
+
+// apply makes memory agree with a change another node committed
+// (Manager.Changed), unless memory already has it or a later one: changes
+// of a build are ordered by its assignment number (a pending build with n
+// assignments comes after its n-th assignment and before the next), and an
+// ended build changes no more. It reports false when the change does not
+// say enough (its kind, or the queue fields of a build memory does not
+// know): the caller reads the build. A worker memory does not know, or one
+// memory has on another build, marks the state stale.
+func (s *state) apply(c store.BuildChange) bool {
+	if s.ended.has(c.ID) {
+		return true // ended is final: whatever this says is older
+	}
+	rb, queued := s.running[c.ID], s.queuedEntry(c.ID)
+	var known *queuedBuild // memory's record of the build, if any
+	switch {
+	case rb != nil:
+		known = &rb.queuedBuild
+	case queued != nil:
+		known = queued
+	}
+	switch c.Kind {
+	case store.ChangeEnded:
+		s.end(c.ID)
+		return true
+	case store.ChangePending:
+		switch {
+		case rb != nil && c.Assignment >= rb.assignment: // requeued
+			qb := rb.queuedBuild
+			s.detach(c.ID)
+			qb.assignment = c.Assignment
+			s.enqueue(qb)
+		case queued != nil:
+			queued.assignment = max(queued.assignment, c.Assignment)
+		case rb == nil:
+			q, ok := queuedOf(c)
+			if !ok {
+				return false
+			}
+			s.enqueue(q)
+		}
+		return true // (or older than memory's running assignment)
+	case store.ChangeRunning:
+		if rb != nil && (c.Assignment < rb.assignment || (c.Assignment == rb.assignment && c.WorkerID == rb.workerID)) {
+			return true // memory has it, or a later assignment
+		}
+		if queued != nil && c.Assignment <= queued.assignment {
+			return true // memory has it requeued since
+		}
+		var qb queuedBuild
+		if known != nil {
+			qb = *known
+		} else if q, ok := queuedOf(c); ok {
+			qb = q
+		} else {
+			return false
+		}
+		qb.assignment = c.Assignment
+		s.dequeue(c.ID)
+		s.detach(c.ID)
+		w := s.workers[c.WorkerID]
+		if w == nil || (w.job != nil && w.job.id != c.ID) {
+			s.stale = true // registered elsewhere, or memory was behind on that build too
+			return true
+		}
+		rb := &runningBuild{queuedBuild: qb, workerID: w.id, assignedAt: c.StartedAt}
+		s.running[c.ID] = rb
+		w.job, w.status = rb, domain.WorkerBuilding
+		return true
+	}
+	return false
+}
+
+// queuedOf is the queue record a change carries, if it carries one.
+func queuedOf(c store.BuildChange) (queuedBuild, bool) {
+	if c.Platform == "" {
+		return queuedBuild{}, false
+	}
+	return queuedBuild{id: c.ID, platform: c.Platform, submittedAt: c.SubmittedAt, hasCerts: c.Certs,
+		assignment: c.Assignment}, true
+}
+
+// queuedEntry is the pending build's entry in the FIFO, nil when not queued.
+func (s *state) queuedEntry(id string) *queuedBuild {
+	if !s.queued[id] {
+		return nil
+	}
+	for i := range s.pending {
+		if s.pending[i].id == id {
+			return &s.pending[i]
+		}
+	}
+	return nil
+}
+
+// endedSet remembers the last maxEnded builds known to have ended, oldest
+// forgotten first.
+type endedSet struct {
+	ids   map[string]bool
+	order []string // the ids in a ring; once full, next is the oldest
+	next  int
+}
+
+const maxEnded = 4096
+
+func (e *endedSet) has(id string) bool { return e.ids[id] }
+
+func (e *endedSet) add(id string) {
+	if e.ids[id] {
+		return
+	}
+	if e.ids == nil {
+		e.ids = make(map[string]bool)
+	}
+	if len(e.order) < maxEnded {
+		e.order = append(e.order, id)
+	} else {
+		delete(e.ids, e.order[e.next])
+		e.order[e.next] = id
+		e.next = (e.next + 1) % maxEnded
+	}
+	e.ids[id] = true
 }
 
 // markSeen records that a worker was seen; an offline worker comes back

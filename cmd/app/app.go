@@ -168,7 +168,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	// also delivers if theirs cannot: at least once).
 	changed := q.Changed
 	if hooks != nil {
-		changed = func(ids []string, all bool) { q.Changed(ids, all); hooks.Kick() }
+		changed = func(c []store.BuildChange, all bool) { q.Changed(c, all); hooks.Kick() }
 	}
 	if l := st.Listener(changed); l != nil { // never a nil *Listener in an interface
 		services.Notifications = l
