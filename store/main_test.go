@@ -4,10 +4,12 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/expo-free-agent/controller/internal/testkit"
 )
 
 // TestMain fails the run if a test leaves a goroutine behind (an unclosed
 // connection pool, a context watcher of the driver).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testkit.LeakOptions()...)
 }

@@ -28,7 +28,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanupBinaries() }))
+	goleak.VerifyTestMain(m, testkit.LeakOptions(goleak.Cleanup(func(int) { cleanupBinaries() }))...)
 }
 
 func newClient() *http.Client {
