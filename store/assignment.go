@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/expo-free-agent/controller/store/domain"
 )
@@ -30,17 +31,9 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "assign build", func(tx *Tx) error {
-		name, err := workerName(ctx, tx, workerID)
+		name, err := idleWorker(ctx, tx, workerID)
 		if err != nil {
 			return err
-		}
-		var held int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE worker_id = ?
-			AND status IN ('assigned', 'building')`, workerID).Scan(&held); err != nil {
-			return err
-		}
-		if held > 0 {
-			return ErrConflict
 		}
 		if tx.postgres() {
 			// Another node assigning this build holds its row: skip it at
@@ -63,37 +56,131 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 				return err
 			}
 		}
-		change := BuildChange{ID: buildID, Kind: ChangeRunning, WorkerID: workerID, StartedAt: now}
-		var certs sql.NullString
-		err = tx.QueryRowContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
-			started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
-			vm_ready_at = NULL, host_token = NULL, stage = NULL
-			WHERE id = ? AND status = 'pending'
-			RETURNING assignment, platform, submitted_at, certs_path`, workerID, now, now, buildID).
-			Scan(&change.Assignment, &change.Platform, &change.SubmittedAt, &certs)
-		if errors.Is(err, sql.ErrNoRows) {
-			if _, gerr := getBuild(ctx, tx, buildID); gerr != nil {
-				return gerr // ErrNotFound
+		_, err = assignTx(ctx, tx, buildID, workerID, name, now, otp)
+		return err
+	})
+}
+
+// AssignNext hands an idle worker the oldest pending build (submit time,
+// then id) of one of its platforms (nil: any) that no other transaction is
+// assigning, in one transaction as AssignBuild does, with otp when not nil.
+// It returns what the build became, or ok false when no build qualifies; it
+// returns ErrWorkerNotFound, or ErrConflict when the worker already holds a
+// build. This is how several nodes assign (PostgreSQL): the database picks
+// the build, skipping rows another node's transaction holds (FOR UPDATE
+// SKIP LOCKED), so nodes neither wait for nor collide on each other's
+// assignments, whatever their memory knows yet. On PostgreSQL it runs READ
+// COMMITTED, as queues on PostgreSQL do: under SERIALIZABLE the scan of
+// pending rows makes concurrent assignments abort each other. It decides
+// only on rows it locks — the worker's row first (idleWorker: one
+// assignment per worker at a time), then the build's — and every other
+// transaction that changes those rows writes them, so it waits for the
+// lock or is refused it.
+func (s *Store) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *TokenGrant) (change BuildChange, ok bool, err error) {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	err = s.txAt(ctx, "assign next build", sql.LevelReadCommitted, func(tx *Tx) error {
+		ok = false
+		name, err := idleWorker(ctx, tx, workerID)
+		if err != nil {
+			return err
+		}
+		q := `SELECT id FROM builds WHERE status = 'pending'`
+		args := []any{}
+		if platforms != nil {
+			if len(platforms) == 0 {
+				return nil
 			}
-			return ErrConflict
+			q += ` AND platform IN (?` + strings.Repeat(`, ?`, len(platforms)-1) + `)`
+			for _, p := range platforms {
+				args = append(args, p)
+			}
+		}
+		q += ` ORDER BY submitted_at, id LIMIT 1`
+		if tx.postgres() {
+			q += ` FOR UPDATE SKIP LOCKED`
+		}
+		var id string
+		err = tx.QueryRowContext(ctx, q, args...).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		change.Certs = certs.Valid
-		noteStatus(ctx, change)
-		if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
-			last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
-			return err
-		}
-		if otp != nil {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO assignment_tokens (digest, build_id, assignment, kind, expires_at)
-				SELECT ?, id, assignment, 'otp', ? FROM builds WHERE id = ?`, otp.Digest, otp.ExpiresAt, buildID); err != nil {
-				return err
-			}
-		}
-		return appendLog(ctx, tx, buildID, now, domain.LevelInfo, "Assigned to worker "+name)
+		change, err = assignTx(ctx, tx, id, workerID, name, now, otp)
+		ok = err == nil
+		return err
 	})
+	if err != nil || !ok {
+		return BuildChange{}, false, err
+	}
+	return change, true, nil
+}
+
+// idleWorker is the name of a worker that holds no build: ErrWorkerNotFound,
+// or ErrConflict when it holds one. On PostgreSQL it locks the worker's row
+// first, so that the worker's assignments take turns and each sees the one
+// before it.
+func idleWorker(ctx context.Context, tx *Tx, workerID string) (string, error) {
+	q := `SELECT name FROM workers WHERE id = ?`
+	if tx.postgres() {
+		q += ` FOR UPDATE`
+	}
+	var name string
+	err := tx.QueryRowContext(ctx, q, workerID).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrWorkerNotFound
+	}
+	if err != nil {
+		return "", err
+	}
+	var held int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE worker_id = ?
+		AND status IN ('assigned', 'building')`, workerID).Scan(&held); err != nil {
+		return "", err
+	}
+	if held > 0 {
+		return "", ErrConflict
+	}
+	return name, nil
+}
+
+// assignTx makes the pending build assigned to the worker (named name):
+// the build's assignment, the worker building, the job's one-time password
+// when otp is not nil, the log line. It returns what the build became, or
+// ErrNotFound, or ErrConflict when the build is not pending.
+func assignTx(ctx context.Context, tx *Tx, buildID, workerID, name string, now int64, otp *TokenGrant) (BuildChange, error) {
+	change := BuildChange{ID: buildID, Kind: ChangeRunning, WorkerID: workerID, StartedAt: now}
+	var certs sql.NullString
+	err := tx.QueryRowContext(ctx, `UPDATE builds SET status = 'assigned', worker_id = ?,
+		started_at = ?, last_activity_at = ?, progress = NULL, assignment = assignment + 1,
+		vm_ready_at = NULL, host_token = NULL, stage = NULL
+		WHERE id = ? AND status = 'pending'
+		RETURNING assignment, platform, submitted_at, certs_path`, workerID, now, now, buildID).
+		Scan(&change.Assignment, &change.Platform, &change.SubmittedAt, &certs)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, gerr := getBuild(ctx, tx, buildID); gerr != nil {
+			return BuildChange{}, gerr // ErrNotFound
+		}
+		return BuildChange{}, ErrConflict
+	}
+	if err != nil {
+		return BuildChange{}, err
+	}
+	change.Certs = certs.Valid
+	noteStatus(ctx, change)
+	if _, err := tx.ExecContext(ctx, `UPDATE workers SET status = 'building',
+		last_seen_at = GREATEST(last_seen_at, ?) WHERE id = ?`, now, workerID); err != nil {
+		return BuildChange{}, err
+	}
+	if otp != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO assignment_tokens (digest, build_id, assignment, kind, expires_at)
+			SELECT ?, id, assignment, 'otp', ? FROM builds WHERE id = ?`, otp.Digest, otp.ExpiresAt, buildID); err != nil {
+			return BuildChange{}, err
+		}
+	}
+	return change, appendLog(ctx, tx, buildID, now, domain.LevelInfo, "Assigned to worker "+name)
 }
 
 // CancelBuild fails an unfinished build as cancelled by the user, frees its

@@ -1164,3 +1164,58 @@ func TestErrorsAreDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestAssignNext: the database picks the worker's build — the oldest
+// pending one (submit time, then id) of its platforms — and assigns it as
+// AssignBuild does, OTP included; nothing qualifies: ok false, nothing
+// changed; a worker holding a build: ErrConflict; an unknown worker:
+// ErrWorkerNotFound.
+func TestAssignNext(t *testing.T) {
+	t.Parallel()
+	d := newTestDB(t)
+	ios := []domain.Platform{domain.PlatformIOS}
+	android := uuid.NewString()
+	d.createBuild(t, android, t0, domain.PlatformAndroid)
+	later := d.build(t, t0+20)
+	first := d.build(t, t0+10)
+	w := d.worker(t, "mac-mini-1", t0)
+
+	otp, digest, err := domain.NewToken()
+	require.NoError(t, err)
+	c, ok, err := d.s.AssignNext(t.Context(), w, ios, t0+500, &store.TokenGrant{Digest: digest, ExpiresAt: t0 + 600_000})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, store.BuildChange{ID: first, Kind: store.ChangeRunning, Assignment: 1, WorkerID: w, StartedAt: t0 + 500,
+		Platform: domain.PlatformIOS, SubmittedAt: t0 + 10}, c, "the oldest iOS build; the older Android one is not the worker's")
+	got := d.get(t, first)
+	require.Equal(t, domain.StatusAssigned, got.Status)
+	require.True(t, got.AssignedTo(w))
+	require.Equal(t, domain.WorkerBuilding, d.getWorker(t, w).Status)
+	require.Equal(t, []string{"info: Build submitted", "info: Assigned to worker mac-mini-1"}, d.messages(t, first))
+	vm := store.TokenGrant{Digest: domain.Digest("vm-token"), ExpiresAt: t0 + 3_600_000}
+	require.NoError(t, d.s.RedeemOTP(t.Context(), first, domain.Digest(otp), vm, t0+510), "the job's OTP is stored")
+
+	_, _, err = d.s.AssignNext(t.Context(), w, ios, t0+600, nil)
+	require.ErrorIs(t, err, store.ErrConflict, "the worker holds a build")
+	_, _, err = d.s.AssignNext(t.Context(), uuid.NewString(), nil, t0+600, nil)
+	require.ErrorIs(t, err, store.ErrWorkerNotFound)
+
+	w2 := d.worker(t, "w2", t0)
+	_, ok, err = d.s.AssignNext(t.Context(), w2, []domain.Platform{}, t0+700, nil)
+	require.NoError(t, err)
+	require.False(t, ok, "no platform: nothing")
+	c, ok, err = d.s.AssignNext(t.Context(), w2, nil, t0+700, nil)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, android, c.ID, "any platform: the oldest of all")
+	w3 := d.worker(t, "w3", t0)
+	c, ok, err = d.s.AssignNext(t.Context(), w3, ios, t0+800, nil)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, later, c.ID)
+	w4 := d.worker(t, "w4", t0)
+	_, ok, err = d.s.AssignNext(t.Context(), w4, nil, t0+900, nil)
+	require.NoError(t, err)
+	require.False(t, ok, "nothing pending")
+	require.Equal(t, domain.WorkerIdle, d.getWorker(t, w4).Status, "nothing changed")
+}

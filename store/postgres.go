@@ -179,9 +179,9 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 // pgTx is tx on PostgreSQL: SERIALIZABLE, re-run when aborted by a
 // serialization failure or deadlock, and announcing its builds' changes to
 // the other nodes in its own commit.
-func (s *Store) pgTx(ctx context.Context, op string, fn func(*Tx) error) error {
+func (s *Store) pgTx(ctx context.Context, op string, level sql.IsolationLevel, fn func(*Tx) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.pgTxOnce(ctx, fn)
+		err := s.pgTxOnce(ctx, level, fn)
 		if err == nil {
 			s.committed.Add(1)
 			s.feed.publish(ctx)
@@ -210,9 +210,9 @@ func (s *Store) pgTx(ctx context.Context, op string, fn func(*Tx) error) error {
 	}
 }
 
-func (s *Store) pgTxOnce(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) pgTxOnce(ctx context.Context, level sql.IsolationLevel, fn func(*Tx) error) error {
 	changesOf(ctx).discard() // what an aborted attempt collected
-	tx, err := s.write.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	tx, err := s.write.BeginTx(ctx, &sql.TxOptions{Isolation: level})
 	if err != nil {
 		return err
 	}

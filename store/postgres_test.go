@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/expo-free-agent/controller/internal/testkit"
@@ -28,6 +29,17 @@ func twoNodes(t *testing.T) (a, b *testDB) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return a, &testDB{s: s, path: a.path, raw: a.raw, pg: true}
+}
+
+// builds inserts n pending builds submitted at t0, t0+1 … and returns their
+// ids in that order.
+func (d *testDB) builds(t *testing.T, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = d.build(t, t0+int64(i))
+	}
+	return ids
 }
 
 // TestAssignSkipsLockedBuild: a build whose row another transaction holds
@@ -50,6 +62,27 @@ func TestAssignSkipsLockedBuild(t *testing.T) {
 	require.Equal(t, domain.StatusAssigned, a.get(t, b).Status)
 }
 
+// TestAssignNextSkipsLockedBuild: the database's pick passes over a build
+// whose row another node's transaction holds, to the next one, without
+// waiting.
+func TestAssignNextSkipsLockedBuild(t *testing.T) {
+	t.Parallel()
+	a, _ := twoNodes(t)
+	first, second := a.build(t, t0), a.build(t, t0+1)
+	w := a.worker(t, "w", t0)
+	tx, err := a.raw.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	defer tx.Rollback() //nolint:errcheck // a no-op after the explicit one
+	_, err = tx.Exec(`SELECT id FROM builds WHERE id = $1 FOR UPDATE`, first)
+	require.NoError(t, err)
+	c, ok, err := a.s.AssignNext(t.Context(), w, nil, t0+2, nil)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, second, c.ID)
+	require.NoError(t, tx.Rollback())
+	require.Equal(t, domain.StatusPending, a.get(t, first).Status)
+}
+
 // TestNodesAssignOnce: two stores race to assign the same builds to their
 // own workers; serializable transactions, retried when PostgreSQL aborts
 // one, give each build to exactly one worker and each worker at most one
@@ -58,10 +91,7 @@ func TestNodesAssignOnce(t *testing.T) {
 	t.Parallel()
 	a, b := twoNodes(t)
 	const builds = 20
-	ids := make([]string, builds)
-	for i := range ids {
-		ids[i] = a.build(t, t0+int64(i))
-	}
+	ids := a.builds(t, builds)
 	workers := map[*testDB][]string{}
 	for i := 0; i < builds; i++ {
 		d := []*testDB{a, b}[i%2]
@@ -97,6 +127,52 @@ func TestNodesAssignOnce(t *testing.T) {
 		require.Equal(t, domain.StatusAssigned, got.Status)
 		require.False(t, holders[*got.WorkerID], "worker %s holds two builds", *got.WorkerID)
 		holders[*got.WorkerID] = true
+	}
+	counts, err := b.s.BuildCounts(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, builds, counts.Assigned)
+	require.Zero(t, counts.Pending)
+}
+
+// TestNodesAssignNextOnce: workers of two stores race for the same builds
+// with AssignNext: each build goes to exactly one worker, each worker gets
+// at most one, none is left pending.
+func TestNodesAssignNextOnce(t *testing.T) {
+	t.Parallel()
+	a, b := twoNodes(t)
+	const builds = 20
+	a.builds(t, builds)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		got  = map[string]string{} // build → worker
+		none atomic.Int64
+	)
+	for i := 0; i < builds+4; i++ { // more workers than builds
+		d := []*testDB{a, b}[i%2]
+		w := d.worker(t, "w"+string(rune('a'+i)), t0)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, ok, err := d.s.AssignNext(context.Background(), w, nil, t0+100, nil)
+			if !assert.NoError(t, err) {
+				return
+			}
+			if !ok {
+				none.Add(1)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			assert.NotContains(t, got, c.ID, "build %s assigned twice", c.ID)
+			got[c.ID] = w
+		}()
+	}
+	wg.Wait()
+	require.Len(t, got, builds)
+	require.Equal(t, int64(4), none.Load())
+	for id, w := range got {
+		require.True(t, a.get(t, id).AssignedTo(w))
 	}
 	counts, err := b.s.BuildCounts(t.Context())
 	require.NoError(t, err)

@@ -299,8 +299,16 @@ func (s *Store) opContextWithin(ctx context.Context, d time.Duration) (context.C
 // tx runs fn in one write transaction. A typed store error returned by fn is
 // passed through unchanged; anything else becomes ErrInternal or ErrTimeout.
 func (s *Store) tx(ctx context.Context, op string, fn func(*Tx) error) error {
+	return s.txAt(ctx, op, sql.LevelSerializable, fn)
+}
+
+// txAt is tx at an isolation level of PostgreSQL's (SQLite's write
+// transactions are always serializable: one writer). Only a transaction
+// that takes row locks for everything it decides on may run below
+// serializable (AssignNext).
+func (s *Store) txAt(ctx context.Context, op string, level sql.IsolationLevel, fn func(*Tx) error) error {
 	if s.pg {
-		return s.pgTx(ctx, op, fn)
+		return s.pgTx(ctx, op, level, fn)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {

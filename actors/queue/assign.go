@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
@@ -101,6 +102,9 @@ func (m *Manager) stillHolds(ctx context.Context, w *workerEntry) bool {
 
 // assignNext hands w the first pending build it accepts.
 func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now int64) (*Job, error) {
+	if m.cfg.Shared {
+		return m.assignShared(ctx, s, w, now)
+	}
 	for i := 0; i < len(s.pending); {
 		b := s.pending[i]
 		if !w.accepts(b.platform) {
@@ -108,10 +112,6 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 			continue
 		}
 		otp, err := m.assignBuild(ctx, b.id, w.id, now)
-		if errors.Is(err, store.ErrLocked) {
-			i++ // another node is handing it out: it stays queued here until that commits
-			continue
-		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			// A build cancelled between its commit and its queueing is no
 			// longer pending: drop it and look further. Any other disagreement
@@ -121,9 +121,6 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 				s.dequeue(b.id)
 				continue
 			}
-			if m.cfg.Shared {
-				return nil, errOutOfStep // the worker holds a build another node assigned
-			}
 			s.stale = true
 			m.log.Warn("queue out of step with the store; reloading", "build_id", b.id, "worker_id", w.id)
 			return nil, fmt.Errorf("assign %s: %w", b.id, err)
@@ -131,34 +128,78 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 		if err != nil {
 			return nil, err
 		}
-		s.dequeue(b.id)
 		b.assignment++
-		rb := &runningBuild{queuedBuild: b, workerID: w.id, assignedAt: now}
-		s.running[b.id] = rb
-		w.job, w.status = rb, domain.WorkerBuilding
-		m.assignments.Add(1)
-		m.cfg.Observer.Assigned(b.platform, millis(now-b.submittedAt))
-		m.log.Info("build assigned", "build_id", b.id, "worker", w.name)
-		job := jobOf(rb)
-		job.OTP = otp
-		return job, nil
+		return m.assigned(s, w, b, now, otp), nil
 	}
 	return nil, nil
 }
 
-// assignBuild commits the assignment, with its job's one-time password when
-// Config.OTPTTL is set (then returned in the clear; only its digest is
-// stored).
+// assignShared is assignNext on a shared store: memory says whether a build
+// w accepts may be waiting (an idle poll costs no database round trip), the
+// database says which (Store.AssignNext: the oldest one no other node is
+// assigning), so nodes never collide on one build. When memory's builds
+// for w turn out to be assigned elsewhere, w gets nothing now; the notices
+// on their way bring memory up to date.
+func (m *Manager) assignShared(ctx context.Context, s *state, w *workerEntry, now int64) (*Job, error) {
+	if !slices.ContainsFunc(s.pending, func(b queuedBuild) bool { return w.accepts(b.platform) }) {
+		return nil, nil
+	}
+	otp, grant, err := m.newOTP(now)
+	if err != nil {
+		return nil, err
+	}
+	c, ok, err := m.store.AssignNext(ctx, w.id, w.platformList(), now, grant)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, errOutOfStep // the worker holds a build another node assigned
+	}
+	if err != nil || !ok {
+		return nil, err
+	}
+	qb, _ := queuedOf(c)
+	s.detach(c.ID) // memory may have been behind on it
+	return m.assigned(s, w, qb, now, otp), nil
+}
+
+// assigned records in memory that w was assigned b (b.assignment its
+// number) and returns the job.
+func (m *Manager) assigned(s *state, w *workerEntry, b queuedBuild, now int64, otp string) *Job {
+	s.dequeue(b.id)
+	rb := &runningBuild{queuedBuild: b, workerID: w.id, assignedAt: now}
+	s.running[b.id] = rb
+	w.job, w.status = rb, domain.WorkerBuilding
+	m.assignments.Add(1)
+	m.cfg.Observer.Assigned(b.platform, millis(now-b.submittedAt))
+	m.log.Info("build assigned", "build_id", b.id, "worker", w.name)
+	job := jobOf(rb)
+	job.OTP = otp
+	return job
+}
+
+// assignBuild commits the assignment, with its job's one-time password
+// (newOTP).
 func (m *Manager) assignBuild(ctx context.Context, buildID, workerID string, now int64) (string, error) {
-	if m.cfg.OTPTTL <= 0 {
+	otp, grant, err := m.newOTP(now)
+	switch {
+	case err != nil:
+		return "", err
+	case grant == nil:
 		return "", m.store.AssignBuild(ctx, buildID, workerID, now)
+	}
+	return otp, m.store.AssignBuildWithOTP(ctx, buildID, workerID, now, *grant)
+}
+
+// newOTP mints a job's one-time password when Config.OTPTTL is set: the
+// password in the clear (returned to the worker) and its grant (only its
+// digest is stored); nil when there is none.
+func (m *Manager) newOTP(now int64) (string, *store.TokenGrant, error) {
+	if m.cfg.OTPTTL <= 0 {
+		return "", nil, nil
 	}
 	otp, digest, err := domain.NewToken()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	grant := store.TokenGrant{Digest: digest, ExpiresAt: now + m.cfg.OTPTTL.Milliseconds()}
-	return otp, m.store.AssignBuildWithOTP(ctx, buildID, workerID, now, grant)
+	return otp, &store.TokenGrant{Digest: digest, ExpiresAt: now + m.cfg.OTPTTL.Milliseconds()}, nil
 }
 
 // Seen records that a worker made an accepted request. Unknown ids are

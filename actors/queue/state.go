@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/expo-free-agent/controller/store"
@@ -51,6 +52,21 @@ type workerEntry struct {
 
 func (w *workerEntry) accepts(p domain.Platform) bool {
 	return w.platforms == nil || w.platforms[p]
+}
+
+// platformList is the worker's platforms in order, nil for any.
+func (w *workerEntry) platformList() []domain.Platform {
+	if w.platforms == nil {
+		return nil
+	}
+	out := make([]domain.Platform, 0, len(w.platforms))
+	for p, ok := range w.platforms {
+		if ok {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // runningBuild is an assigned or building build.
