@@ -64,58 +64,72 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 // AssignNext hands an idle worker the oldest pending build (submit time,
 // then id) of one of its platforms (nil: any) that no other transaction is
 // assigning, in one transaction as AssignBuild does, with otp when not nil.
-// It returns what the build became, or ok false when no build qualifies; it
-// returns ErrWorkerNotFound, or ErrConflict when the worker already holds a
-// build. This is how several nodes assign (PostgreSQL): the database picks
-// the build, skipping rows another node's transaction holds (FOR UPDATE
-// SKIP LOCKED), so nodes neither wait for nor collide on each other's
+// It returns what the build became, or ok false when no build qualifies
+// (then nothing was written and the worker was not looked at); it returns
+// ErrWorkerNotFound, or ErrConflict when the worker already holds a build.
+// This is how several nodes assign (PostgreSQL): the database picks the
+// build, skipping rows another node's transaction holds (FOR UPDATE SKIP
+// LOCKED), so nodes neither wait for nor collide on each other's
 // assignments, whatever their memory knows yet. On PostgreSQL it runs READ
 // COMMITTED, as queues on PostgreSQL do: under SERIALIZABLE the scan of
 // pending rows makes concurrent assignments abort each other. It decides
-// only on rows it locks — the worker's row first (idleWorker: one
-// assignment per worker at a time), then the build's — and every other
+// only on rows it holds locked — the build's, then the worker's
+// (idleWorker: one assignment per worker at a time) — and every other
 // transaction that changes those rows writes them, so it waits for the
 // lock or is refused it.
-func (s *Store) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *TokenGrant) (change BuildChange, ok bool, err error) {
+func (s *Store) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *TokenGrant) (BuildChange, bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	err = s.txAt(ctx, "assign next build", sql.LevelReadCommitted, func(tx *Tx) error {
-		ok = false
+	var change BuildChange
+	err := s.txAt(ctx, "assign next build", sql.LevelReadCommitted, func(tx *Tx) error {
+		id, err := nextPending(ctx, tx, platforms)
+		if err != nil {
+			return err
+		}
 		name, err := idleWorker(ctx, tx, workerID)
 		if err != nil {
 			return err
 		}
-		q := `SELECT id FROM builds WHERE status = 'pending'`
-		args := []any{}
-		if platforms != nil {
-			if len(platforms) == 0 {
-				return nil
-			}
-			q += ` AND platform IN (?` + strings.Repeat(`, ?`, len(platforms)-1) + `)`
-			for _, p := range platforms {
-				args = append(args, p)
-			}
-		}
-		q += ` ORDER BY submitted_at, id LIMIT 1`
-		if tx.postgres() {
-			q += ` FOR UPDATE SKIP LOCKED`
-		}
-		var id string
-		err = tx.QueryRowContext(ctx, q, args...).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
 		change, err = assignTx(ctx, tx, id, workerID, name, now, otp)
-		ok = err == nil
 		return err
 	})
-	if err != nil || !ok {
+	if errors.Is(err, errNoBuild) {
+		return BuildChange{}, false, nil
+	}
+	if err != nil {
 		return BuildChange{}, false, err
 	}
 	return change, true, nil
+}
+
+// errNoBuild ends AssignNext's transaction when no build qualifies: rolled
+// back, it costs no commit and no flush.
+var errNoBuild = fmt.Errorf("%w: no pending build qualifies", ErrNotFound)
+
+// nextPending locks and returns the oldest pending build of one of the
+// platforms (nil: any) that no other transaction holds, or errNoBuild.
+func nextPending(ctx context.Context, tx *Tx, platforms []domain.Platform) (string, error) {
+	q := `SELECT id FROM builds WHERE status = 'pending'`
+	args := []any{}
+	if platforms != nil {
+		if len(platforms) == 0 {
+			return "", errNoBuild
+		}
+		q += ` AND platform IN (?` + strings.Repeat(`, ?`, len(platforms)-1) + `)`
+		for _, p := range platforms {
+			args = append(args, p)
+		}
+	}
+	q += ` ORDER BY submitted_at, id LIMIT 1`
+	if tx.postgres() {
+		q += ` FOR UPDATE SKIP LOCKED`
+	}
+	var id string
+	err := tx.QueryRowContext(ctx, q, args...).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errNoBuild
+	}
+	return id, err
 }
 
 // idleWorker is the name of a worker that holds no build: ErrWorkerNotFound,

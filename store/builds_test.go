@@ -1214,8 +1214,10 @@ func TestAssignNext(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, later, c.ID)
 	w4 := d.worker(t, "w4", t0)
+	commits := d.s.Version()
 	_, ok, err = d.s.AssignNext(t.Context(), w4, nil, t0+900, nil)
 	require.NoError(t, err)
 	require.False(t, ok, "nothing pending")
+	require.Equal(t, commits, d.s.Version(), "rolled back: no commit to wait for")
 	require.Equal(t, domain.WorkerIdle, d.getWorker(t, w4).Status, "nothing changed")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
@@ -134,14 +135,23 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 	return nil, nil
 }
 
+// takenFor is how long a pending build memory knows of, but which the
+// store had no more (another node assigned it, or is assigning it), is not
+// asked for again — unless a change of it arrives first, as it normally
+// does within milliseconds. If that node's transaction rolled back instead,
+// the build is asked for again after this.
+const takenFor = 500 * time.Millisecond
+
 // assignShared is assignNext on a shared store: memory says whether a build
 // w accepts may be waiting (an idle poll costs no database round trip), the
 // database says which (Store.AssignNext: the oldest one no other node is
-// assigning), so nodes never collide on one build. When memory's builds
-// for w turn out to be assigned elsewhere, w gets nothing now; the notices
-// on their way bring memory up to date.
+// assigning), so nodes never collide on one build. When the store has none
+// of memory's builds for w (assigned elsewhere, the notices still on their
+// way), w gets nothing now and those builds are marked taken for takenFor,
+// so the other idle workers' polls do not ask the store again meanwhile.
 func (m *Manager) assignShared(ctx context.Context, s *state, w *workerEntry, now int64) (*Job, error) {
-	if !slices.ContainsFunc(s.pending, func(b queuedBuild) bool { return w.accepts(b.platform) }) {
+	free := func(b queuedBuild) bool { return w.accepts(b.platform) && s.taken[b.id] <= now }
+	if !slices.ContainsFunc(s.pending, free) {
 		return nil, nil
 	}
 	otp, grant, err := m.newOTP(now)
@@ -152,8 +162,19 @@ func (m *Manager) assignShared(ctx context.Context, s *state, w *workerEntry, no
 	if errors.Is(err, store.ErrConflict) {
 		return nil, errOutOfStep // the worker holds a build another node assigned
 	}
-	if err != nil || !ok {
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		if s.taken == nil {
+			s.taken = map[string]int64{}
+		}
+		for _, b := range s.pending {
+			if free(b) {
+				s.taken[b.id] = now + takenFor.Milliseconds()
+			}
+		}
+		return nil, nil
 	}
 	qb, _ := queuedOf(c)
 	s.detach(c.ID) // memory may have been behind on it

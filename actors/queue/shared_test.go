@@ -95,10 +95,16 @@ func TestSharedOutOfStep(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrWorkerNotFound, "unknown after the reload too")
 }
 
-// readCounter counts the manager's reads of single builds.
+// readCounter counts the manager's reads of single builds and its
+// AssignNext calls.
 type readCounter struct {
 	*store.Store
-	reads atomic.Int64
+	reads, asks atomic.Int64
+}
+
+func (r *readCounter) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
+	r.asks.Add(1)
+	return r.Store.AssignNext(ctx, workerID, platforms, now, otp)
 }
 
 func (r *readCounter) GetBuild(ctx context.Context, id string) (domain.Build, error) {
@@ -245,4 +251,48 @@ func TestStateApplyOrder(t *testing.T) {
 		require.True(t, s.ended.has("last"))
 		require.Len(t, s.ended.ids, maxEnded)
 	})
+}
+
+// TestSharedTakenElsewhere: a build memory has as pending but another node
+// has assigned (its notice not here yet) costs one question to the store:
+// the other idle workers' polls do not ask again until a change arrives, a
+// new build is queued, or takenFor passes (the other node's transaction may
+// have rolled back); an idle poll with nothing in memory never asks.
+func TestSharedTakenElsewhere(t *testing.T) {
+	t.Parallel()
+	var rc *readCounter
+	b := setup(t, withConfig(Config{Shared: true}), withStore(func(s *store.Store) Store {
+		rc = &readCounter{Store: s}
+		return rc
+	}))
+	w1, w2 := b.worker(t, "w1", anyPlatform), b.worker(t, "w2", anyPlatform)
+	require.Equal(t, "", b.poll(t, w1))
+	require.Zero(t, rc.asks.Load(), "nothing in memory: no question")
+
+	id := b.otherNodeSubmits(t, domain.PlatformIOS, 0)
+	b.q.Changed([]store.BuildChange{store.ChangeOf(b.build(t, id))}, false)
+	require.Eventually(t, func() bool { return len(b.pending(t)) == 1 }, 10*time.Second, time.Millisecond)
+	other, _, err := b.st.RegisterWorker(t.Context(), store.Registration{Name: "there", Capabilities: "{}", Now: t0.UnixMilli()})
+	require.NoError(t, err)
+	require.NoError(t, b.st.AssignBuild(t.Context(), id, other.ID, t0.UnixMilli()+1)) // its notice is late
+
+	require.Equal(t, "", b.poll(t, w1))
+	require.Equal(t, int64(1), rc.asks.Load())
+	require.Equal(t, "", b.poll(t, w2))
+	require.Equal(t, int64(1), rc.asks.Load(), "taken: not asked again")
+
+	b.clock.Advance(takenFor)
+	require.Equal(t, "", b.poll(t, w2))
+	require.Equal(t, int64(2), rc.asks.Load(), "asked again after takenFor")
+
+	id2 := b.otherNodeSubmits(t, domain.PlatformAndroid, time.Millisecond)
+	b.q.Changed([]store.BuildChange{store.ChangeOf(b.build(t, id2))}, false)
+	require.Eventually(t, func() bool { return len(b.pending(t)) == 2 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, id2, b.poll(t, w2), "a new build is asked for at once")
+	require.Equal(t, int64(3), rc.asks.Load())
+
+	b.q.Changed([]store.BuildChange{store.ChangeOf(b.build(t, id))}, false) // the late notice
+	require.Eventually(t, func() bool { return len(b.pending(t)) == 0 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, "", b.poll(t, w1))
+	require.Equal(t, int64(3), rc.asks.Load())
 }

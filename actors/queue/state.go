@@ -18,6 +18,7 @@ type state struct {
 	seen    map[string]int64         // last-seen times not yet saved
 	waiters []*waiter                // held polls, oldest first
 	ended   endedSet                 // builds known to have ended (a shared store: changes for them are old)
+	taken   map[string]int64         // a shared store: pending builds the store had none of, until when (epoch ms) they are not asked for
 	stale   bool                     // memory may disagree with the store: reload before the next request
 }
 
@@ -154,6 +155,7 @@ func (s *state) dequeue(id string) {
 		}
 	}
 	delete(s.queued, id)
+	delete(s.taken, id)
 }
 
 // detach forgets that the build is running and frees its worker.
