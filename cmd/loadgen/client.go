@@ -22,6 +22,7 @@ import (
 type client struct {
 	bases     []string      // the controller, or the nodes used in turn
 	next      atomic.Uint64 // the node of the next request
+	sticky    bool          // --spread worker: a request with an affinity (onNode) goes to that node
 	key       string
 	hc        *http.Client // ordinary requests (Timeout = cfg.Timeout)
 	stream    *http.Client // transfers (no timeout)
@@ -49,7 +50,7 @@ func newClient(cfg Config, conns int) *client {
 		ReadBufferSize:      64 << 10,
 	}
 	return &client{
-		bases: cfg.bases(), key: cfg.APIKey, transport: tr,
+		bases: cfg.bases(), sticky: cfg.Spread == "worker", key: cfg.APIKey, transport: tr,
 		hc:     &http.Client{Transport: tr, Timeout: cfg.Timeout},
 		stream: &http.Client{Transport: tr},
 	}
@@ -121,7 +122,9 @@ func (c *client) do(hc *http.Client, req *http.Request, out any) error {
 
 func (c *client) newRequest(ctx context.Context, method, path string, body io.Reader, contentType string) *http.Request {
 	base := c.bases[0]
-	if len(c.bases) > 1 {
+	if n, ok := ctx.Value(affinity{}).(int); ok && c.sticky {
+		base = c.bases[n%len(c.bases)]
+	} else if len(c.bases) > 1 {
 		base = c.bases[c.next.Add(1)%uint64(len(c.bases))]
 	}
 	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
@@ -133,6 +136,13 @@ func (c *client) newRequest(ctx context.Context, method, path string, body io.Re
 	}
 	return req
 }
+
+// affinity is the context key of onNode.
+type affinity struct{}
+
+// onNode marks ctx's requests as one client's (the n-th): with --spread
+// worker they all go to the same node.
+func onNode(ctx context.Context, n int) context.Context { return context.WithValue(ctx, affinity{}, n) }
 
 // register registers a worker taking the given platforms (an empty list
 // takes nothing) and returns its id.

@@ -18,6 +18,7 @@ import (
 // defaults().
 type Config struct {
 	URL      string
+	Spread   string // several nodes: "request" (each request to the next node) or "worker" (a dispatch worker's requests to one node)
 	APIKey   string
 	Platform string
 	Timeout  time.Duration // per ordinary request; transfers have none
@@ -65,7 +66,7 @@ type Config struct {
 // defaults returns the configuration of a run without flags.
 func defaults() Config {
 	return Config{
-		URL: "http://localhost:3000", Platform: "android", Timeout: 60 * time.Second,
+		URL: "http://localhost:3000", Spread: "request", Platform: "android", Timeout: 60 * time.Second,
 		Duration: 10 * time.Second, Concurrency: 32,
 		Workers: 16, Builds: 2000, Submitters: 4, IdlePause: 5 * time.Millisecond, ResultSize: 4 << 10,
 		Size:     1 << 30,
@@ -92,6 +93,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.SetOutput(stderr)
 	scenario := "all"
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "controller base URL; several nodes of one database: comma-separated, used in turn")
+	fs.StringVar(&cfg.Spread, "spread", cfg.Spread, "several nodes: request (each request to the next node) or worker (each dispatch worker's requests to one node, as a balancer that keeps a client on one node)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "admin API key") // the environment's is read after Parse: --help must not print it
 	fs.StringVar(&scenario, "scenario", scenario, "idle, dispatch, transfer, logs, longpoll, logstream, reads, all, or a comma-separated list")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long idle, logs and logstream run, and longpoll submits")
@@ -168,6 +170,9 @@ func (c Config) validate() error {
 	}
 	if c.APIKey == "" {
 		return errors.New("an API key is required: --api-key or CONTROLLER_API_KEY")
+	}
+	if c.Spread != "request" && c.Spread != "worker" {
+		return fmt.Errorf("invalid --spread %q: request or worker", c.Spread)
 	}
 	if c.Platform != "android" && c.Platform != "ios" {
 		return fmt.Errorf("invalid --platform %q: android or ios", c.Platform)

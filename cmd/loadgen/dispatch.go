@@ -54,6 +54,7 @@ func runDispatch(ctx context.Context, cfg Config) (r Result) {
 			defer wwg.Done()
 			var rec []time.Duration
 			defer func() { uploadLat[i] = rec }()
+			wctx := onNode(wctx, i)
 			for wctx.Err() == nil {
 				j, err := c.poll(wctx, wid)
 				if err != nil || j == nil {

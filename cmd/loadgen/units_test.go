@@ -346,6 +346,7 @@ func TestParseConfig(t *testing.T) {
 		"UnknownScenario": {"--scenario", "soak"},
 		"BadSize":         {"--size", "1TB"},
 		"BadPlatform":     {"--platform", "web"},
+		"BadSpread":       {"--spread", "node"},
 		"ZeroWorkers":     {"--workers", "0"},
 		"BadURL":          {"--url", "localhost:3000"},
 		"Positional":      {"extra"},
@@ -590,6 +591,21 @@ func TestSeveralNodes(t *testing.T) {
 		hosts = append(hosts, c.newRequest(t.Context(), "GET", "/health", nil, "").URL.Host)
 	}
 	require.Equal(t, []string{"b:2", "a:1", "b:2", "a:1"}, hosts)
+	hosts = nil
+	for i := 0; i < 2; i++ {
+		hosts = append(hosts, c.newRequest(onNode(t.Context(), 0), "GET", "/health", nil, "").URL.Host)
+	}
+	require.Equal(t, []string{"b:2", "a:1"}, hosts, "--spread request: a worker's requests in turn too")
+
+	cfg, _, err = parseConfig([]string{"--url", "http://a:1,http://b:2", "--spread", "worker", "--api-key", "k-0123456789abcdef"}, env, io.Discard)
+	require.NoError(t, err)
+	c = newClient(cfg, 1)
+	hosts = nil
+	for _, n := range []int{0, 1, 0, 1, 3} {
+		hosts = append(hosts, c.newRequest(onNode(t.Context(), n), "GET", "/health", nil, "").URL.Host)
+	}
+	require.Equal(t, []string{"a:1", "b:2", "a:1", "b:2", "b:2"}, hosts, "--spread worker: each worker's requests to its node")
+	require.Equal(t, "b:2", c.newRequest(t.Context(), "GET", "/health", nil, "").URL.Host, "other requests in turn")
 	_, _, err = parseConfig([]string{"--url", "http://a:1,ftp://b", "--api-key", "k-0123456789abcdef"}, env, io.Discard)
 	require.ErrorContains(t, err, `invalid --url "ftp://b"`)
 }
