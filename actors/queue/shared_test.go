@@ -102,6 +102,18 @@ type readCounter struct {
 	reads, asks atomic.Int64
 }
 
+// setupCounting is a manager on a shared store whose reads and
+// AssignNext calls are counted.
+func setupCounting(t *testing.T) (*bundle, *readCounter) {
+	t.Helper()
+	var rc *readCounter
+	b := setup(t, withConfig(Config{Shared: true}), withStore(func(s *store.Store) Store {
+		rc = &readCounter{Store: s}
+		return rc
+	}))
+	return b, rc
+}
+
 func (r *readCounter) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
 	r.asks.Add(1)
 	return r.Store.AssignNext(ctx, workerID, platforms, now, otp)
@@ -118,11 +130,7 @@ func (r *readCounter) GetBuild(ctx context.Context, id string) (domain.Build, er
 // running set — and a change older than what memory has is ignored.
 func TestSharedChangesApplied(t *testing.T) {
 	t.Parallel()
-	var rc *readCounter
-	b := setup(t, withConfig(Config{Shared: true}), withStore(func(s *store.Store) Store {
-		rc = &readCounter{Store: s}
-		return rc
-	}))
+	b, rc := setupCounting(t)
 	changed := func(id string) store.BuildChange { // what the other node's notice says
 		return store.ChangeOf(b.build(t, id))
 	}
@@ -260,11 +268,7 @@ func TestStateApplyOrder(t *testing.T) {
 // have rolled back); an idle poll with nothing in memory never asks.
 func TestSharedTakenElsewhere(t *testing.T) {
 	t.Parallel()
-	var rc *readCounter
-	b := setup(t, withConfig(Config{Shared: true}), withStore(func(s *store.Store) Store {
-		rc = &readCounter{Store: s}
-		return rc
-	}))
+	b, rc := setupCounting(t)
 	w1, w2 := b.worker(t, "w1", anyPlatform), b.worker(t, "w2", anyPlatform)
 	require.Equal(t, "", b.poll(t, w1))
 	require.Zero(t, rc.asks.Load(), "nothing in memory: no question")
