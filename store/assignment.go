@@ -61,9 +61,11 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 	})
 }
 
-// AssignNext hands an idle worker the oldest pending build (submit time,
-// then id) of one of its platforms (nil: any) that no other transaction is
-// assigning, in one transaction as AssignBuild does, with otp when not nil.
+// AssignNext hands an idle worker a pending build in one transaction as
+// AssignBuild does, with otp when not nil: prefer when that is a pending
+// build no other transaction holds (the caller's pick, found by its primary
+// key), else the oldest pending build (submit time, then id) of one of the
+// worker's platforms (nil: any) that no other transaction is assigning.
 // It returns what the build became, or ok false when no build qualifies
 // (then nothing was written and the worker was not looked at); it returns
 // ErrWorkerNotFound, or ErrConflict when the worker already holds a build.
@@ -77,12 +79,12 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 // (idleWorker: one assignment per worker at a time) — and every other
 // transaction that changes those rows writes them, so it waits for the
 // lock or is refused it.
-func (s *Store) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *TokenGrant) (BuildChange, bool, error) {
+func (s *Store) AssignNext(ctx context.Context, workerID, prefer string, platforms []domain.Platform, now int64, otp *TokenGrant) (BuildChange, bool, error) {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	var change BuildChange
 	err := s.txAt(ctx, "assign next build", sql.LevelReadCommitted, func(tx *Tx) error {
-		id, err := nextPending(ctx, tx, platforms)
+		id, err := nextPending(ctx, tx, prefer, platforms)
 		if err != nil {
 			return err
 		}
@@ -106,9 +108,27 @@ func (s *Store) AssignNext(ctx context.Context, workerID string, platforms []dom
 // back, it costs no commit and no flush.
 var errNoBuild = fmt.Errorf("%w: no pending build qualifies", ErrNotFound)
 
-// nextPending locks and returns the oldest pending build of one of the
+// nextPending locks and returns prefer if it is pending and no other
+// transaction holds it, else the oldest pending build of one of the
 // platforms (nil: any) that no other transaction holds, or errNoBuild.
-func nextPending(ctx context.Context, tx *Tx, platforms []domain.Platform) (string, error) {
+// The preferred build costs a primary-key lookup; the scan walks the
+// pending builds' index, past the entries of builds that were pending
+// until the index is vacuumed.
+func nextPending(ctx context.Context, tx *Tx, prefer string, platforms []domain.Platform) (string, error) {
+	lock := ""
+	if tx.postgres() {
+		lock = ` FOR UPDATE SKIP LOCKED`
+	}
+	var id string
+	if prefer != "" {
+		err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE id = ? AND status = 'pending'`+lock, prefer).Scan(&id)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", err
+		}
+	}
 	q := `SELECT id FROM builds WHERE status = 'pending'`
 	args := []any{}
 	if platforms != nil {
@@ -120,11 +140,7 @@ func nextPending(ctx context.Context, tx *Tx, platforms []domain.Platform) (stri
 			args = append(args, p)
 		}
 	}
-	q += ` ORDER BY submitted_at, id LIMIT 1`
-	if tx.postgres() {
-		q += ` FOR UPDATE SKIP LOCKED`
-	}
-	var id string
+	q += ` ORDER BY submitted_at, id LIMIT 1` + lock
 	err := tx.QueryRowContext(ctx, q, args...).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errNoBuild

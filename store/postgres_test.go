@@ -62,9 +62,9 @@ func TestAssignSkipsLockedBuild(t *testing.T) {
 	require.Equal(t, domain.StatusAssigned, a.get(t, b).Status)
 }
 
-// TestAssignNextSkipsLockedBuild: the database's pick passes over a build
-// whose row another node's transaction holds, to the next one, without
-// waiting.
+// TestAssignNextSkipsLockedBuild: a preferred build whose row another
+// node's transaction holds is passed over, for the oldest one no
+// transaction holds, without waiting.
 func TestAssignNextSkipsLockedBuild(t *testing.T) {
 	t.Parallel()
 	a, _ := twoNodes(t)
@@ -75,7 +75,7 @@ func TestAssignNextSkipsLockedBuild(t *testing.T) {
 	defer tx.Rollback() //nolint:errcheck // a no-op after the explicit one
 	_, err = tx.Exec(`SELECT id FROM builds WHERE id = $1 FOR UPDATE`, first)
 	require.NoError(t, err)
-	c, ok, err := a.s.AssignNext(t.Context(), w, nil, t0+2, nil)
+	c, ok, err := a.s.AssignNext(t.Context(), w, first, nil, t0+2, nil)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, second, c.ID)
@@ -154,7 +154,7 @@ func TestNodesAssignNextOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, ok, err := d.s.AssignNext(context.Background(), w, nil, t0+100, nil)
+			c, ok, err := d.s.AssignNext(context.Background(), w, "", nil, t0+100, nil)
 			if !assert.NoError(t, err) {
 				return
 			}

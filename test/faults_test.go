@@ -131,14 +131,14 @@ func (s *faultStore) AssignBuildWithOTP(ctx context.Context, buildID, workerID s
 }
 
 // AssignNext is how a queue on a shared store (PostgreSQL) assigns.
-func (s *faultStore) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
+func (s *faultStore) AssignNext(ctx context.Context, workerID, prefer string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
 	if s.panicAssign.Add(-1) == 0 {
 		panic("injected panic in the queue manager")
 	}
 	if s.failWrites.Load() {
 		return store.BuildChange{}, false, errInjected
 	}
-	return s.Store.AssignNext(ctx, workerID, platforms, now, otp)
+	return s.Store.AssignNext(ctx, workerID, prefer, platforms, now, otp)
 }
 
 func (s *faultStore) FinishBuild(ctx context.Context, f store.Finish) error {

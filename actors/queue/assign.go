@@ -143,22 +143,24 @@ func (m *Manager) assignNext(ctx context.Context, s *state, w *workerEntry, now 
 const takenFor = 500 * time.Millisecond
 
 // assignShared is assignNext on a shared store: memory says whether a build
-// w accepts may be waiting (an idle poll costs no database round trip), the
-// database says which (Store.AssignNext: the oldest one no other node is
-// assigning), so nodes never collide on one build. When the store has none
+// w accepts may be waiting (an idle poll costs no database round trip) and
+// which it would take, the database takes that one if no other node is
+// assigning it, else the oldest one no other node is assigning
+// (Store.AssignNext), so nodes never collide on one build. When the store has none
 // of memory's builds for w (assigned elsewhere, the notices still on their
 // way), w gets nothing now and those builds are marked taken for takenFor,
 // so the other idle workers' polls do not ask the store again meanwhile.
 func (m *Manager) assignShared(ctx context.Context, s *state, w *workerEntry, now int64) (*Job, error) {
 	free := func(b queuedBuild) bool { return w.accepts(b.platform) && s.taken[b.id] <= now }
-	if !slices.ContainsFunc(s.pending, free) {
+	first := slices.IndexFunc(s.pending, free)
+	if first < 0 {
 		return nil, nil
 	}
 	otp, grant, err := m.newOTP(now)
 	if err != nil {
 		return nil, err
 	}
-	c, ok, err := m.store.AssignNext(ctx, w.id, w.platformList(), now, grant)
+	c, ok, err := m.store.AssignNext(ctx, w.id, s.pending[first].id, w.platformList(), now, grant)
 	if errors.Is(err, store.ErrConflict) {
 		return nil, errOutOfStep // the worker holds a build another node assigned
 	}

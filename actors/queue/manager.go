@@ -55,7 +55,7 @@ type Store interface {
 	CountRetries(ctx context.Context, rootID string) (int, error)
 	AssignBuild(ctx context.Context, buildID, workerID string, now int64) error
 	AssignBuildWithOTP(ctx context.Context, buildID, workerID string, now int64, otp store.TokenGrant) error
-	AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error)
+	AssignNext(ctx context.Context, workerID, prefer string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error)
 	CancelBuild(ctx context.Context, id string, now int64) (domain.Build, error)
 	FinishBuild(ctx context.Context, f store.Finish) error
 	TimeoutBuild(ctx context.Context, buildID, workerID string, cutoff, now int64, maxAttempts int) (domain.TimeoutOutcome, error)

@@ -114,9 +114,9 @@ func setupCounting(t *testing.T) (*bundle, *readCounter) {
 	return b, rc
 }
 
-func (r *readCounter) AssignNext(ctx context.Context, workerID string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
+func (r *readCounter) AssignNext(ctx context.Context, workerID, prefer string, platforms []domain.Platform, now int64, otp *store.TokenGrant) (store.BuildChange, bool, error) {
 	r.asks.Add(1)
-	return r.Store.AssignNext(ctx, workerID, platforms, now, otp)
+	return r.Store.AssignNext(ctx, workerID, prefer, platforms, now, otp)
 }
 
 func (r *readCounter) GetBuild(ctx context.Context, id string) (domain.Build, error) {
