@@ -31,30 +31,29 @@ func (s *Store) assign(ctx context.Context, buildID, workerID string, now int64,
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	return s.tx(ctx, "assign build", func(tx *Tx) error {
-		name, err := idleWorker(ctx, tx, workerID)
-		if err != nil {
-			return err
-		}
 		if tx.postgres() {
-			// Another node assigning this build holds its row: skip it at
-			// once (ErrConflict; the caller tries its next build) rather
-			// than wait for that transaction.
-			var locked string
-			err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE id = ? AND status = 'pending'
-				FOR UPDATE SKIP LOCKED`, buildID).Scan(&locked)
-			if errors.Is(err, sql.ErrNoRows) {
-				b, gerr := getBuild(ctx, tx, buildID)
-				if gerr != nil {
-					return gerr // ErrNotFound
+			// Another node assigning this build holds its row: refuse it at
+			// once (ErrLocked; the caller tries its next build) rather than
+			// wait for that transaction. The build's row first, then the
+			// worker's, as AssignNext locks them.
+			locked, err := lockPending(ctx, tx, buildID)
+			if err != nil {
+				return err
+			}
+			if !locked {
+				b, err := getBuild(ctx, tx, buildID)
+				if err != nil {
+					return err // ErrNotFound
 				}
 				if b.Status == domain.StatusPending {
 					return ErrLocked
 				}
 				return ErrConflict
 			}
-			if err != nil {
-				return err
-			}
+		}
+		name, err := idleWorker(ctx, tx, workerID)
+		if err != nil {
+			return err
 		}
 		_, err = assignTx(ctx, tx, buildID, workerID, name, now, otp)
 		return err
@@ -115,18 +114,9 @@ var errNoBuild = fmt.Errorf("%w: no pending build qualifies", ErrNotFound)
 // pending builds' index, past the entries of builds that were pending
 // until the index is vacuumed.
 func nextPending(ctx context.Context, tx *Tx, prefer string, platforms []domain.Platform) (string, error) {
-	lock := ""
-	if tx.postgres() {
-		lock = ` FOR UPDATE SKIP LOCKED`
-	}
-	var id string
 	if prefer != "" {
-		err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE id = ? AND status = 'pending'`+lock, prefer).Scan(&id)
-		if err == nil {
-			return id, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return "", err
+		if locked, err := lockPending(ctx, tx, prefer); err != nil || locked {
+			return prefer, err
 		}
 	}
 	q := `SELECT id FROM builds WHERE status = 'pending'`
@@ -140,12 +130,33 @@ func nextPending(ctx context.Context, tx *Tx, prefer string, platforms []domain.
 			args = append(args, p)
 		}
 	}
-	q += ` ORDER BY submitted_at, id LIMIT 1` + lock
+	q += ` ORDER BY submitted_at, id LIMIT 1` + skipLocked(tx)
+	var id string
 	err := tx.QueryRowContext(ctx, q, args...).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errNoBuild
 	}
 	return id, err
+}
+
+// lockPending reports whether the build is pending and now locked by this
+// transaction (PostgreSQL: FOR UPDATE SKIP LOCKED, so false also when
+// another transaction holds its row; SQLite's one writer needs no lock).
+func lockPending(ctx context.Context, tx *Tx, id string) (bool, error) {
+	var got string
+	err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE id = ? AND status = 'pending'`+skipLocked(tx), id).Scan(&got)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// skipLocked is the row-locking clause of a PostgreSQL pick ("" on SQLite).
+func skipLocked(tx *Tx) string {
+	if tx.postgres() {
+		return ` FOR UPDATE SKIP LOCKED`
+	}
+	return ""
 }
 
 // idleWorker is the name of a worker that holds no build: ErrWorkerNotFound,

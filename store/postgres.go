@@ -25,9 +25,10 @@ import (
 //     pgRetries times, within the operation's deadline). So each method keeps
 //     the guarantee it has on SQLite, where one writer runs at a time: its
 //     reads and its conditional writes see one state, whichever node or
-//     connection writes beside it. The assignment additionally locks the
-//     build it takes with FOR UPDATE SKIP LOCKED, so a build another node is
-//     assigning is skipped at once instead of waited for.
+//     connection writes beside it. The assignments lock the build they take
+//     with FOR UPDATE SKIP LOCKED, so a build another node is assigning is
+//     skipped at once instead of waited for; AssignNext runs READ COMMITTED,
+//     deciding only on the rows it locks (assignment.go).
 //   - The writing connection commits without waiting for the WAL flush
 //     (synchronous_commit off); a write method then waits for a flush shared
 //     by every caller waiting at that moment (Sync, pgFlush: the group commit
@@ -79,22 +80,23 @@ const (
 // readPoolSize takes pool_max_conns out of the URL (the driver would send it
 // to the server as a setting) and returns the reading pool's size.
 func readPoolSize(dsn string) (string, int, error) {
-	u, err := url.Parse(dsn)
+	n := pgReadConns
+	out, err := editQuery(dsn, func(q url.Values) error {
+		v := q.Get(poolMaxConnsKey)
+		if v == "" {
+			return nil
+		}
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > pgMaxReadConns {
+			return fmt.Errorf("%s=%q: want a whole number from 1 to %d", poolMaxConnsKey, v, pgMaxReadConns)
+		}
+		q.Del(poolMaxConnsKey)
+		return nil
+	})
 	if err != nil {
 		return "", 0, err
 	}
-	q := u.Query()
-	v := q.Get(poolMaxConnsKey)
-	if v == "" {
-		return dsn, pgReadConns, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > pgMaxReadConns {
-		return "", 0, fmt.Errorf("%s=%q: want a whole number from 1 to %d", poolMaxConnsKey, v, pgMaxReadConns)
-	}
-	q.Del(poolMaxConnsKey)
-	u.RawQuery = q.Encode()
-	return u.String(), n, nil
+	return out, n, nil
 }
 
 func openPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
@@ -176,22 +178,14 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 	return s.migrate(ctx)
 }
 
-// pgTx is tx on PostgreSQL: SERIALIZABLE, re-run when aborted by a
-// serialization failure or deadlock, and announcing its builds' changes to
-// the other nodes in its own commit.
+// pgTx is txAt on PostgreSQL: at its isolation level, re-run when aborted
+// by a serialization failure or deadlock, and announcing its builds'
+// changes to the other nodes in its own commit.
 func (s *Store) pgTx(ctx context.Context, op string, level sql.IsolationLevel, fn func(*Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		err := s.pgTxOnce(ctx, level, fn)
 		if err == nil {
-			s.committed.Add(1)
-			s.feed.publish(ctx)
-			if deferred(ctx) {
-				return nil // the caller calls Sync before it answers
-			}
-			if err := s.Sync(); err != nil {
-				return fmt.Errorf("%w: %s", err, op)
-			}
-			return nil
+			return s.committedTx(ctx, op)
 		}
 		if isTyped(err) {
 			return err
@@ -262,12 +256,22 @@ func (s *Store) pgFlush() error {
 // withParam returns the PostgreSQL URL dsn with the run-time parameter
 // name=value (a connection setting).
 func withParam(dsn, name, value string) (string, error) {
+	return editQuery(dsn, func(q url.Values) error {
+		q.Set(name, value)
+		return nil
+	})
+}
+
+// editQuery returns the URL dsn with its query edited by edit.
+func editQuery(dsn string, edit func(url.Values) error) (string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return "", err
 	}
 	q := u.Query()
-	q.Set(name, value)
+	if err := edit(q); err != nil {
+		return "", err
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

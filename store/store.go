@@ -330,10 +330,16 @@ func (s *Store) txAt(ctx context.Context, op string, level sql.IsolationLevel, f
 	if err := tx.Commit(); err != nil {
 		return wrapCtx(ctx, op, err)
 	}
+	return s.committedTx(ctx, op)
+}
+
+// committedTx is what follows every committed write transaction, on either
+// engine: it is counted, its changes are published, and it is made durable
+// before the caller answers anyone (Sync), unless the caller takes that on
+// itself (DeferSync).
+func (s *Store) committedTx(ctx context.Context, op string) error {
 	s.committed.Add(1)
 	s.feed.publish(ctx)
-	// Durable before the caller answers anyone (see dsn), unless the caller
-	// takes that on itself (DeferSync).
 	if ctx.Value(deferSyncKey{}) != nil {
 		return nil
 	}
@@ -369,22 +375,13 @@ func (s *Store) Sync() error {
 		}
 		return fmt.Errorf("%w: sync: %v", ErrInternal, err)
 	}
-	s.markSynced(target)
-	return nil
-}
-
-// markSynced records that every commit up to target is durable.
-func (s *Store) markSynced(target uint64) {
 	for {
 		cur := s.synced.Load()
 		if cur >= target || s.synced.CompareAndSwap(cur, target) {
-			return
+			return nil
 		}
 	}
 }
-
-// deferred reports whether ctx is DeferSync's.
-func deferred(ctx context.Context) bool { return ctx.Value(deferSyncKey{}) != nil }
 
 // Version counts the write transactions committed so far: while it stays the
 // same, nothing in the database changed, so a reader may reuse what it read.

@@ -269,7 +269,7 @@ func (m *Manager) Serve(ctx context.Context) error {
 			}
 		case <-m.reload:
 			s.stale = true
-			if m.cfg.Shared && len(s.waiters) > 0 {
+			if len(s.waiters) > 0 {
 				// Held polls wait for no request: serve them now.
 				if err := m.load(ctx, s); err != nil {
 					return fmt.Errorf("reload queue: %w", err)
@@ -379,7 +379,8 @@ func (m *Manager) readBuild(ctx context.Context, s *state, id string) error {
 }
 
 // kickReload flags the state for a reload from the store before the next
-// request; repeated kicks coalesce.
+// request, and reloads at once when polls are held (they wait for no
+// request); repeated kicks coalesce.
 func (m *Manager) kickReload() {
 	select {
 	case m.reload <- struct{}{}:

@@ -188,3 +188,19 @@ func TestPollWait(t *testing.T) {
 		require.Equal(t, int64(1), b.q.Waiting())
 	})
 }
+
+// TestReloadServesHeldPolls: a committed build the manager was not told of
+// (its enqueue request failed: kickReload) reaches a held poll at the
+// reload, on either engine, not at the next request.
+func TestReloadServesHeldPolls(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w := b.worker(t, "w", anyPlatform)
+	h := b.hold(t, context.Background(), w, time.Hour, 1)
+	id := b.otherNodeSubmits(t, domain.PlatformIOS, 0) // committed behind the manager's back
+	b.q.kickReload()
+	job, err := h.result(t)
+	require.NoError(t, err)
+	require.NotNil(t, job)
+	require.Equal(t, id, job.BuildID)
+}
