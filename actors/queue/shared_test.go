@@ -102,6 +102,19 @@ type readCounter struct {
 	reads, asks atomic.Int64
 }
 
+// changesApplied waits until the manager has taken every change Changed
+// passed and finished applying them (a request after the take is served
+// after the apply, on the same goroutine).
+func (b *bundle) changesApplied(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.q.changedMu.Lock()
+		defer b.q.changedMu.Unlock()
+		return len(b.q.changed) == 0 && !b.q.changedAll
+	}, 10*time.Second, time.Millisecond, "changes taken")
+	b.stats(t)
+}
+
 // setupCounting is a manager on a shared store whose reads and
 // AssignNext calls are counted.
 func setupCounting(t *testing.T) (*bundle, *readCounter) {
@@ -161,6 +174,7 @@ func TestSharedChangesApplied(t *testing.T) {
 
 	// Late: the assignment's change after its end.
 	b.q.Changed([]store.BuildChange{assigned}, false)
+	b.changesApplied(t)
 	require.Equal(t, memWorker{status: domain.WorkerIdle}, b.memWorker(t, other.ID), "an ended build stays ended")
 	require.Equal(t, Stats{Pending: 0, Running: 1, Workers: 2}, b.stats(t))
 	require.Zero(t, rc.reads.Load())
