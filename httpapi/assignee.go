@@ -199,10 +199,14 @@ func batchLines(batch []json.RawMessage) []store.LogInput {
 }
 
 // jsonString decodes a raw JSON string; anything else (absent, null, a
-// number, an object) is not one.
+// number, an object) is not one. raw comes from a valid JSON text made valid
+// UTF-8 (readJSON): a string without escapes is its own text.
 func jsonString(raw json.RawMessage) (string, bool) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
+	}
+	if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), true
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {

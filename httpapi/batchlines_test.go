@@ -38,6 +38,8 @@ func TestBatchLinesIsDecodeStrict(t *testing.T) {
 		`{"level":"info","message":"ok"}`,
 		`{"message":"order","level":"warn"}`,
 		`{"level":"error","message":"é \u00e9 \n tab\t"}`,
+		`{"level":"info","message":"say \"hi\" \\ done \/"}`,
+		`{"level":"warn","message":"no escapes: <a href='x'>&amp;</a> ✓"}`,
 		`{"level":"info","message":"x","extra":1}`,
 		`{"Level":"info","message":"case variant"}`,
 		`{"level":"INFO","message":"upper level"}`,
@@ -64,7 +66,7 @@ func TestBatchLinesIsDecodeStrict(t *testing.T) {
 	}
 	want := batchLinesByDecodeStrict(batch)
 	require.Equal(t, want, batchLines(batch))
-	require.Len(t, want, 8, "the well-formed elements, the last of duplicate keys, the long line")
+	require.Len(t, want, 10, "the well-formed elements, the last of duplicate keys, the long line")
 	for i, e := range batch {
 		require.Equal(t, batchLinesByDecodeStrict(batch[i:i+1]), batchLines(batch[i:i+1]), "%s", e)
 	}

@@ -39,7 +39,7 @@ func readJSON(c echo.Context, dst any) (fields, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		raw = []byte("{}")
 	}
-	if !oneJSONValue(raw) {
+	if !json.Valid(raw) { // exactly one JSON value, space around it allowed
 		return fields{}, fail(http.StatusBadRequest, msgInvalidJSON)
 	}
 	// Invalid UTF-8 can only sit inside strings of a valid JSON text; made
@@ -47,18 +47,6 @@ func readJSON(c echo.Context, dst any) (fields, error) {
 	// UTF-8 (the store makes sure again before it stores).
 	raw = bytes.ToValidUTF8(raw, []byte("\uFFFD"))
 	return decodeStrict(raw, dst), nil
-}
-
-// oneJSONValue reports whether raw is exactly one JSON value.
-func oneJSONValue(raw []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil {
-		return false
-	}
-	_, err := dec.Token()
-	return err == io.EOF
 }
 
 // fields says what decodeStrict found in a body.
