@@ -187,11 +187,14 @@ type Server struct {
 	stats   statsCache
 	retries *rateLimiter // the pace of build-token retries, per retry chain
 	probes  healthProbes
-	disk    *diskGuard    // free space: the 507 of the routes that store files
-	streams streamGate    // the live logs open
-	closing chan struct{} // closed when the server starts to shut down: live logs end
-	closed  sync.Once
-	dash    dashboardCache
+	disk    *diskGuard // free space: the 507 of the routes that store files
+	streams streamGate // the live logs open
+	// streamConns are the live logs served on connections taken over from
+	// the HTTP server, which its shutdown neither ends nor waits for.
+	streamConns streamConns
+	closing     chan struct{} // closed when the server starts to shut down: live logs end
+	closed      sync.Once
+	dash        dashboardCache
 	// sessions are the signed-in dashboards; signIns paces sign-in
 	// attempts per client address.
 	sessions *sessions
@@ -350,6 +353,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			srv.Close()
 		}
 		<-errc
+		s.streamConns.wait()
 		return ctx.Err()
 	}
 }
@@ -369,6 +373,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	if srv == nil {
 		return nil
 	}
+	defer s.streamConns.wait()
 	if err := srv.Shutdown(ctx); err != nil {
 		srv.Close()
 		return err
@@ -383,6 +388,7 @@ func (s *Server) now() int64 { return clock.Millis(s.cfg.Clock) }
 func (s *Server) release() {
 	s.queue.Release()
 	s.closed.Do(func() { close(s.closing) })
+	s.streamConns.release()
 }
 
 // seen tells the queue manager a worker made an accepted request. Failure is

@@ -2,17 +2,18 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
+	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -48,6 +49,11 @@ func (g *streamGate) leave() { g.open.Add(-1) }
 // after Last-Event-ID (or ?after=), then every new entry as it commits, the
 // status when it changes, and, once the build is finished and every entry
 // was sent, an end event; then it closes.
+//
+// An HTTP/1.1 stream takes its connection over from the server and is
+// served by a goroutine of its own (follow), so that a waiting stream holds
+// neither the server's connection goroutine, with the stack its request
+// grew, nor its buffers: a thousand open streams cost a few MiB.
 func (s *Server) logStream(c echo.Context) error {
 	b, err := s.addressedBuild(c)
 	if err != nil {
@@ -60,41 +66,115 @@ func (s *Server) logStream(c echo.Context) error {
 	if !s.streams.enter() {
 		return fail(http.StatusServiceUnavailable, msgTooManyStreams)
 	}
-	defer s.streams.leave()
 	sub := s.store.Subscribe(b.ID) // before the backlog: nothing committed in between is missed
-	defer sub.Close()
-	st := &sseStream{w: c.Response(), last: after}
-	h := c.Response().Header()
-	h.Set(echo.HeaderContentType, "text/event-stream")
-	h.Set(echo.HeaderCacheControl, "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer
-	c.Response().WriteHeader(http.StatusOK)
-	ctx := c.Request().Context()
-	if done, err := s.streamCatchUp(ctx, st, b.ID, true); err != nil || done {
+	conn, head, taken := s.takeOver(c)
+	if conn != nil {
+		go s.followConn(conn, head, sub, b.ID, after)
 		return nil
+	}
+	if taken { // and closed: the server is shutting down
+		s.streams.leave()
+		sub.Close()
+		return nil
+	}
+	defer s.streams.leave()
+	defer sub.Close()
+	setStreamHeaders(c.Response().Header())
+	c.Response().WriteHeader(http.StatusOK)
+	st := &sseStream{sink: responseSink{c.Response()}, last: after}
+	s.follow(c.Request().Context(), st, sub, b.ID)
+	return nil
+}
+
+// takeOver takes an HTTP/1.1 stream's connection from the server, or
+// returns no connection (HTTP/2 or 1.0, a recorder under tests; taken is
+// then false). It also returns the response's head, with the headers the
+// middleware set. Once the server shuts down, a connection taken over is
+// closed at once (no connection, taken true).
+func (s *Server) takeOver(c echo.Context) (conn net.Conn, head []byte, taken bool) {
+	req := c.Request()
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 {
+		return nil, nil, false
+	}
+	head = streamHead(c.Response().Header())
+	conn, _, err := http.NewResponseController(c.Response()).Hijack()
+	if err != nil {
+		return nil, nil, false
+	}
+	c.Response().Status = http.StatusOK // for the request log, written when the handler returns
+	if !s.streamConns.add(conn) {
+		conn.Close()
+		return nil, nil, true
+	}
+	return conn, head, true
+}
+
+// followConn serves a stream on a taken-over connection. A read that fails
+// (the client went away; the client sends nothing) ends it, as the server's
+// own watch of the connection did.
+func (s *Server) followConn(conn net.Conn, head []byte, sub *store.Subscription, id string, after int64) {
+	defer s.streamConns.done(conn)
+	defer s.streams.leave()
+	defer sub.Close()
+	defer func() { // outside the handler, the middleware's recovery does not cover it
+		if r := recover(); r != nil {
+			s.log.Error("live log: panic", "build_id", id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			conn.Close()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		defer cancel()
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	sink := &connSink{conn: conn, conns: &s.streamConns, head: head}
+	st := &sseStream{sink: sink, last: after}
+	if s.follow(ctx, st, sub, id) {
+		_ = sink.end()
+	}
+	conn.Close()
+	<-gone
+}
+
+// follow sends the stream until the build ends (true: the end event went
+// out), the client goes away, or the server shuts down.
+func (s *Server) follow(ctx context.Context, st *sseStream, sub *store.Subscription, id string) bool {
+	if done, err := s.streamCatchUp(ctx, st, id, true); err != nil || done {
+		return err == nil
 	}
 	keepAlive := time.NewTicker(keepAliveEvery)
 	defer keepAlive.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-s.closing:
-			return nil
+			return false
 		case <-keepAlive.C:
 			if st.comment("keep-alive") != nil {
-				return nil
+				return false
 			}
 		case <-sub.C:
 			entries, lagged, statusChanged := sub.Take()
 			var done bool
+			var err error
 			if lagged || statusChanged || !st.follows(entries) {
-				done, err = s.streamCatchUp(ctx, st, b.ID, statusChanged)
+				done, err = s.streamCatchUp(ctx, st, id, statusChanged)
 			} else {
 				err = st.logs(entries)
 			}
-			if err != nil || done {
-				return nil
+			if err != nil {
+				return false
+			}
+			if done {
+				return true
 			}
 		}
 	}
@@ -133,11 +213,10 @@ func (s *Server) streamCatchUp(ctx context.Context, st *sseStream, id string, st
 	if done, err := s.streamCatchUp(ctx, st, id, false); err != nil || done {
 		return true, err
 	}
-	if err := st.event("end", "", map[string]domain.BuildStatus{"status": b.Status}); err != nil {
+	if err := st.event("end", map[string]domain.BuildStatus{"status": b.Status}); err != nil {
 		return true, err
 	}
-	st.w.Flush()
-	return true, nil
+	return true, st.flush()
 }
 
 // resumeFrom is where a stream starts: Last-Event-ID (a reconnecting
@@ -151,82 +230,4 @@ func resumeFrom(c echo.Context) (int64, error) {
 		return n, nil
 	}
 	return intParam(c, "after", 0, 0, math.MaxInt64, msgInvalidAfter)
-}
-
-// sseStream writes Server-Sent Events.
-type sseStream struct {
-	w          *echo.Response
-	last       int64  // the last log seq sent
-	lastStatus string // the last status sent
-}
-
-// follows reports whether entries continue the stream without a gap. Two
-// transactions can publish in the other order than they committed; then the
-// reader catches up from the database rather than skip the earlier one.
-func (st *sseStream) follows(entries []domain.LogEntry) bool {
-	next := st.last + 1
-	for _, e := range entries {
-		if e.Seq > next {
-			return false
-		}
-		if e.Seq == next {
-			next++
-		}
-	}
-	return true
-}
-
-func (st *sseStream) logs(entries []domain.LogEntry) error {
-	for _, e := range entries {
-		if e.Seq <= st.last {
-			continue // sent already (the backlog and the feed overlap)
-		}
-		err := st.event("log", strconv.FormatInt(e.Seq, 10), seqLogJSON{Seq: e.Seq,
-			logJSON: logJSON{Timestamp: e.Timestamp, Level: e.Level, Message: e.Message}})
-		if err != nil {
-			return err
-		}
-		st.last = e.Seq
-	}
-	st.w.Flush()
-	return nil
-}
-
-func (st *sseStream) status(b domain.Build) error {
-	key := string(b.Status) + "|" + deref(b.ErrorMessage)
-	if key == st.lastStatus {
-		return nil
-	}
-	st.lastStatus = key
-	var msg *string
-	if b.Status == domain.StatusFailed {
-		msg = b.ErrorMessage
-	}
-	if err := st.event("status", "", map[string]any{"status": b.Status, "error_message": msg}); err != nil {
-		return err
-	}
-	st.w.Flush()
-	return nil
-}
-
-func (st *sseStream) event(name, id string, data any) error {
-	b, err := json.Marshal(data)
-	if err != nil {
-		return err
-	}
-	if id != "" {
-		if _, err := fmt.Fprintf(st.w, "id: %s\n", id); err != nil {
-			return err
-		}
-	}
-	_, err = fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", name, b)
-	return err // the caller flushes
-}
-
-func (st *sseStream) comment(text string) error {
-	if _, err := io.WriteString(st.w, ": "+text+"\n\n"); err != nil {
-		return err
-	}
-	st.w.Flush()
-	return nil
 }

@@ -3,6 +3,9 @@ package test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -241,6 +244,29 @@ func TestLiveLog(t *testing.T) {
 		l.expect(t, "status")
 		l.expect(t, "end")
 		l.expectEnd(t)
+	})
+
+	// An HTTP/1.0 client (no chunked answers) is served through the
+	// response, not a taken-over connection: the same events, then close.
+	t.Run("HTTP10", func(t *testing.T) {
+		b := c.finishedBuild(t, 3, true, "")
+		conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
+		_, err = fmt.Fprintf(conn, "GET /api/builds/%s/logs/stream HTTP/1.0\r\nX-API-Key: %s\r\n\r\n", b.ID, c.Key)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Empty(t, resp.TransferEncoding)
+		require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		all := c.LogMessages(b.ID)
+		require.Equal(t, len(all), strings.Count(string(body), "event: log\n"), "%s", body)
+		require.Contains(t, string(body), "event: end\ndata: {\"status\":\"completed\"}\n\n")
 	})
 
 	t.Run("ConcurrentWriterReconnect", func(t *testing.T) {
