@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -15,8 +16,12 @@ import (
 // batchLinesByDecodeStrict is the general rule batchLines writes out: each
 // element through decodeStrict, kept when both keys are strings and the
 // level is valid.
-func batchLinesByDecodeStrict(batch []json.RawMessage) []store.LogInput {
-	lines := make([]store.LogInput, 0, len(batch))
+func batchLinesByDecodeStrict(arr json.RawMessage) []store.LogInput {
+	var batch []json.RawMessage
+	if json.Unmarshal(arr, &batch) != nil {
+		panic("not an array: " + string(arr))
+	}
+	var lines []store.LogInput
 	for _, el := range batch {
 		var l struct {
 			Level   string `json:"level"`
@@ -58,29 +63,57 @@ func TestBatchLinesIsDecodeStrict(t *testing.T) {
 		`{"level":"info","message":7,"message":"b"}`,
 		`"just a string"`, `42`, `null`, `[]`, `[{"level":"info","message":"nested"}]`, `{}`, `true`,
 		`{"level":"info","message":"` + strings.Repeat("z", 20_000) + `"}`,
+		// Escaped keys name the same fields; other keys' values of every kind
+		// are skipped, brackets and quotes inside strings included.
+		`{"\u006cevel":"warn","message":"escaped key"}`,
+		`{"level":"info","mess\u0061ge":"escaped key 2","message":"shadowed by the escaped one?"}`,
+		`{"x":{"a":["]","}",{"\"":"\\"}]},"level":"info","y":[1,-2.5e3,true,false,null],"message":"after nesting"}`,
+		` { "level" : "error" , "message" : "spaced" , "z" : [ ] } `,
+		"{\n\t\"level\":\"info\",\r\n\"message\":\"tabs and newlines\"\n}",
+		`{"level":"info","message":"x","level":"warn"}`,
+		`{"level":"info","message":"a\u0000b"}`,
+		`{"message":"","level":"info"}`,
 	}
-	var batch []json.RawMessage
+	arr := "[" + strings.Join(elements, ",") + "]"
+	require.True(t, json.Valid([]byte(arr)))
+	want := batchLinesByDecodeStrict(json.RawMessage(arr))
+	require.Equal(t, want, batchLines(json.RawMessage(arr)))
+	require.Len(t, want, 18, "the well-formed elements, the last of duplicate keys, the long line")
 	for _, e := range elements {
-		require.True(t, json.Valid([]byte(e)), e)
-		batch = append(batch, json.RawMessage(e))
+		for _, arr := range []string{"[" + e + "]", "[ \n" + e + " ,\t" + e + "\r\n]"} {
+			require.Equal(t, batchLinesByDecodeStrict(json.RawMessage(arr)), batchLines(json.RawMessage(arr)), "%s", arr)
+		}
 	}
-	want := batchLinesByDecodeStrict(batch)
-	require.Equal(t, want, batchLines(batch))
-	require.Len(t, want, 10, "the well-formed elements, the last of duplicate keys, the long line")
-	for i, e := range batch {
-		require.Equal(t, batchLinesByDecodeStrict(batch[i:i+1]), batchLines(batch[i:i+1]), "%s", e)
+	for _, arr := range []string{"[]", "[ ]", "[\n]", "[1, 2]", "[[], {}]"} {
+		require.Empty(t, batchLines(json.RawMessage(arr)), arr)
 	}
+}
+
+// FuzzBatchLines: on any JSON array, as readJSON hands it over (valid UTF-8),
+// the batch reader keeps exactly the lines decodeStrict's rule keeps.
+func FuzzBatchLines(f *testing.F) {
+	f.Add(`[{"level":"info","message":"ok"},{"level":"warn","message":"a\"b","x":[{"]":"}"}]}]`)
+	f.Add(`[ {"\u006cevel":"error" , "message":"e"} , 1, "s", null, [] ]`)
+	f.Fuzz(func(t *testing.T, s string) {
+		arr := bytes.ToValidUTF8([]byte(s), []byte("\uFFFD"))
+		if !json.Valid(arr) || !isArray(bytes.TrimSpace(arr)) {
+			return
+		}
+		arr = bytes.TrimSpace(arr)
+		require.Equal(t, batchLinesByDecodeStrict(arr), batchLines(arr))
+	})
 }
 
 // BenchmarkBatchLines decodes a worker's batch of 100 typical lines.
 func BenchmarkBatchLines(b *testing.B) {
-	batch := make([]json.RawMessage, 100)
-	for i := range batch {
-		batch[i] = json.RawMessage(fmt.Sprintf(`{"level":"info","message":"▸ Compiling Module%d.m (in target 'App' from project 'App')"}`, i))
+	elements := make([]string, 100)
+	for i := range elements {
+		elements[i] = fmt.Sprintf(`{"level":"info","message":"▸ Compiling Module%d.m (in target 'App' from project 'App')"}`, i)
 	}
+	batch := json.RawMessage("[" + strings.Join(elements, ",") + "]")
 	for _, impl := range []struct {
 		name string
-		fn   func([]json.RawMessage) []store.LogInput
+		fn   func(json.RawMessage) []store.LogInput
 	}{{"batchLines", batchLines}, {"decodeStrict", batchLinesByDecodeStrict}} {
 		b.Run(impl.name, func(b *testing.B) {
 			b.ReportAllocs()

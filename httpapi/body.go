@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 )
@@ -17,7 +18,7 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(msgBodyTooLarge)
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	b, err := readAll(io.LimitReader(r.Body, limit+1), r.ContentLength)
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, msgInvalidJSON)
 	}
@@ -25,6 +26,28 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 		return nil, tooLarge(msgBodyTooLarge)
 	}
 	return b, nil
+}
+
+// readAll is io.ReadAll into one buffer of the declared length (a body of a
+// known length is read without the doubling series of copies).
+func readAll(r io.Reader, declared int64) ([]byte, error) {
+	if declared <= 0 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, declared+1) // +1: the read that finds the end
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // more than declared: grow as ReadAll would
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // readJSON reads a JSON body of at most 1 MiB, whatever its Content-Type, and
@@ -45,7 +68,9 @@ func readJSON(c echo.Context, dst any) (fields, error) {
 	// Invalid UTF-8 can only sit inside strings of a valid JSON text; made
 	// valid here, every text and raw JSON value a handler takes is valid
 	// UTF-8 (the store makes sure again before it stores).
-	raw = bytes.ToValidUTF8(raw, []byte("\uFFFD"))
+	if !utf8.Valid(raw) {
+		raw = bytes.ToValidUTF8(raw, []byte("\uFFFD"))
+	}
 	return decodeStrict(raw, dst), nil
 }
 
