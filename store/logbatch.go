@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/expo-free-agent/controller/store/domain"
@@ -192,14 +193,10 @@ func (s *Store) leadAppends(ctx context.Context) {
 	defer cancel()
 	outcomes := make([]error, len(batch))
 	err := s.tx(bctx, "append logs", func(tx *Tx) error {
-		stmt, err := tx.PrepareContext(bctx, `INSERT INTO build_logs (build_id, seq, timestamp, level, message)
-			VALUES (?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		ins := &logInserts{tx: tx}
+		defer ins.close()
 		for i, a := range batch {
-			err := appendLines(bctx, tx, stmt, a)
+			err := appendLines(bctx, tx, ins, a)
 			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotAssignee) {
 				outcomes[i] = err // refused before it wrote anything
 				continue
@@ -221,7 +218,7 @@ func (s *Store) leadAppends(ctx context.Context) {
 
 // appendLines is one call's part of a batch: the assignee check and
 // liveness, then its lines after the build's last sequence number.
-func appendLines(ctx context.Context, tx *Tx, insert *sql.Stmt, a *logAppend) error {
+func appendLines(ctx context.Context, tx *Tx, ins *logInserts, a *logAppend) error {
 	if a.workerID != "" {
 		if _, err := touchAssignee(ctx, tx, a.buildID, a.workerID, a.now); err != nil {
 			return err
@@ -237,12 +234,86 @@ func appendLines(ctx context.Context, tx *Tx, insert *sql.Stmt, a *logAppend) er
 		a.buildID).Scan(&seq); err != nil {
 		return err
 	}
-	for _, l := range a.lines {
-		seq++
-		if _, err := insert.ExecContext(ctx, a.buildID, seq, a.now, l.Level, l.Message); err != nil {
+	for rest := a.lines; len(rest) > 0; {
+		n := insertRows(len(rest))
+		stmt, err := ins.stmt(ctx, n)
+		if err != nil {
 			return err
 		}
-		noteLog(ctx, a.buildID, domain.LogEntry{Seq: seq, Timestamp: a.now, Level: l.Level, Message: l.Message})
+		args := ins.args[:0]
+		for i, l := range rest[:n] {
+			args = append(args, a.buildID, seq+int64(i)+1, a.now, string(l.Level), l.Message)
+		}
+		ins.args = args
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		for _, l := range rest[:n] {
+			seq++
+			noteLog(ctx, a.buildID, domain.LogEntry{Seq: seq, Timestamp: a.now, Level: l.Level, Message: l.Message})
+		}
+		rest = rest[n:]
 	}
 	return nil
+}
+
+// Lines are inserted several rows per statement: one statement's call
+// through database/sql and the driver, instead of one per line, was most
+// of the single writer's time per line. The row counts are few (each is
+// a statement the driver keeps prepared per connection), largest first.
+var insertRowCounts = [...]int{64, 16, 4, 1}
+
+// insertRows is how many of n lines the next statement inserts.
+func insertRows(n int) int {
+	for _, k := range insertRowCounts {
+		if n >= k {
+			return k
+		}
+	}
+	return 1
+}
+
+var insertLogSQL = func() map[int]string {
+	m := map[int]string{}
+	for _, k := range insertRowCounts {
+		var b strings.Builder
+		b.WriteString("INSERT INTO build_logs (build_id, seq, timestamp, level, message) VALUES ")
+		for i := range k {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?, ?, ?)")
+		}
+		m[k] = b.String()
+	}
+	return m
+}()
+
+// logInserts are a batch transaction's insert statements, prepared when
+// first needed, and the argument list they reuse.
+type logInserts struct {
+	tx    *Tx
+	stmts map[int]*sql.Stmt
+	args  []any
+}
+
+func (ins *logInserts) stmt(ctx context.Context, rows int) (*sql.Stmt, error) {
+	if st := ins.stmts[rows]; st != nil {
+		return st, nil
+	}
+	st, err := ins.tx.PrepareContext(ctx, insertLogSQL[rows])
+	if err != nil {
+		return nil, err
+	}
+	if ins.stmts == nil {
+		ins.stmts = map[int]*sql.Stmt{}
+	}
+	ins.stmts[rows] = st
+	return st, nil
+}
+
+func (ins *logInserts) close() {
+	for _, st := range ins.stmts {
+		st.Close()
+	}
 }

@@ -52,6 +52,39 @@ func TestAppendLogs(t *testing.T) {
 		}, d.logs(t, b))
 	})
 
+	// Lines go in several rows per statement (64, 16, 4, 1): every count
+	// across those sizes keeps every line, in order, with its own sequence
+	// number, and the feed carries the same entries.
+	t.Run("ManyRowsPerStatement", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0)
+		sub := d.s.Subscribe(b)
+		defer sub.Close()
+		want := d.logs(t, b)
+		levels := []domain.LogLevel{domain.LevelInfo, domain.LevelWarn, domain.LevelError}
+		for call, n := range []int{1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 69, 100, 150, 2000} {
+			lines := make([]store.LogInput, n)
+			for i := range lines {
+				lines[i] = store.LogInput{Level: levels[i%3], Message: fmt.Sprintf("call %d line %d é\x00✓", call, i)}
+				want = append(want, domain.LogEntry{Seq: int64(len(want) + 1), Timestamp: t0 + int64(call),
+					Level: lines[i].Level, Message: fmt.Sprintf("call %d line %d é\uFFFD✓", call, i)}) // NUL is U+FFFD
+			}
+			got, err := d.s.AppendLogs(t.Context(), b, "", lines, t0+int64(call))
+			require.NoError(t, err)
+			require.Equal(t, n, got)
+		}
+		require.Equal(t, want, d.logs(t, b))
+		var fed []domain.LogEntry
+		for len(fed) < len(want)-1 {
+			<-sub.C
+			entries, lagged, _ := sub.Take()
+			require.False(t, lagged)
+			fed = append(fed, entries...)
+		}
+		require.Equal(t, want[1:], fed, "the feed: every entry after the submission's, in order")
+	})
+
 	t.Run("SequencesArePerBuild", func(t *testing.T) {
 		t.Parallel()
 		d := newTestDB(t)

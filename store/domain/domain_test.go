@@ -70,6 +70,7 @@ func TestClip(t *testing.T) {
 	// Never inside a character: "é" is two bytes.
 	require.Equal(t, "ab … [3 bytes cut]", domain.Clip("abéc", 3))
 	require.Equal(t, "a\uFFFDb", domain.Clip("a\xffb", 10), "invalid UTF-8 is replaced")
+	require.Equal(t, "a\uFFFDb\uFFFD", domain.Clip("a\x00b\x00", 10), "and NUL")
 	long := domain.Clip(strings.Repeat("x", 1<<20), domain.MaxLogMessage)
 	require.Less(t, len(long), domain.MaxLogMessage+40)
 	require.True(t, strings.HasSuffix(long, " bytes cut]"))

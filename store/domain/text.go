@@ -16,10 +16,15 @@ const (
 	MaxStage        = 256      // a VM's reported stage (telemetry heartbeat)
 )
 
-// Clip returns s as valid UTF-8 (invalid bytes replaced by U+FFFD) of at most
-// max bytes plus the marker " … [N bytes cut]" when it had to be cut.
+// Clip returns s as valid UTF-8 (invalid bytes replaced by U+FFFD) without
+// NUL characters (also U+FFFD: PostgreSQL's text cannot hold them, and a text
+// reads the same on both engines and survives a copy between them), of at
+// most max bytes plus the marker " … [N bytes cut]" when it had to be cut.
 func Clip(s string, max int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
 	if len(s) <= max {
 		return s
 	}
