@@ -88,7 +88,7 @@ check: lint test ## Lint, then test
 
 # Fuzz targets as package:Target; the corpora in testdata/fuzz are replayed by `make test`.
 FUZZ_TARGETS := ./httpapi:FuzzSubmitMultipart ./httpapi:FuzzJSONBodies ./httpapi:FuzzPathIDs \
-                ./httpapi:FuzzBatchLines ./httpapi:FuzzAppendJSONString \
+                ./httpapi:FuzzBatchLines ./httpapi:FuzzLogBody ./httpapi:FuzzAppendJSONString \
                 ./httpapi/certs:FuzzParseCerts ./httpapi/certs:FuzzPasswordText ./store/domain:FuzzParseID
 
 .PHONY: fuzz

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"github.com/expo-free-agent/controller/actors/files"
 	"github.com/expo-free-agent/controller/httpapi/certs"
 	"github.com/expo-free-agent/controller/store"
-	"github.com/expo-free-agent/controller/store/domain"
 )
 
 // The assignee's calls: a worker fetching what its build needs and reporting
@@ -132,31 +130,13 @@ func (s *Server) openCertsZip(rel string) (io.ReaderAt, int64, func() error, err
 // postLogs is POST /api/builds/:id/logs (§4.5): one line or a batch. In a
 // batch, lines that are not {level, message} with a valid level are skipped.
 func (s *Server) postLogs(c echo.Context) error {
-	var req struct {
-		Level   string          `json:"level"`
-		Message string          `json:"message"`
-		Logs    json.RawMessage `json:"logs"`
-	}
-	got, err := readJSON(c, &req)
+	raw, err := readJSONBody(c)
 	if err != nil {
 		return err
 	}
-	isBatch := got.sent("logs")
-	var lines []store.LogInput
-	switch {
-	case !got.object:
-		return fail(http.StatusBadRequest, msgInvalidLogBody)
-	case isBatch:
-		if !isArray(req.Logs) {
-			return fail(http.StatusBadRequest, msgInvalidLogBody)
-		}
-		lines = batchLines(req.Logs)
-	case !got.has("level") || !got.has("message") || got.wrongType("level") || got.wrongType("message"):
-		return fail(http.StatusBadRequest, msgInvalidLogBody)
-	case !domain.LogLevel(req.Level).Valid():
-		return fail(http.StatusBadRequest, msgInvalidLogLevel)
-	default:
-		lines = []store.LogInput{{Level: domain.LogLevel(req.Level), Message: req.Message}}
+	lines, isBatch, refusal := logBody(raw)
+	if refusal != "" {
+		return fail(http.StatusBadRequest, refusal)
 	}
 	cl := callerOf(c)
 	n, err := s.store.AppendLogs(c.Request().Context(), cl.BuildID, cl.WorkerID, lines, s.now())
@@ -173,158 +153,6 @@ func (s *Server) postLogs(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"success": true, "count": n})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true})
-}
-
-// batchLines keeps the well-formed lines of a batch: objects whose exact
-// keys "level" and "message" are strings (the last of duplicate keys
-// counts, as in decodeStrict), with a valid level. It is decodeStrict's rule
-// for one struct, written out because a batch holds up to thousands of
-// elements: the general decoder's reflection and bookkeeping were a fifth
-// of the controller's CPU under a live-log load. arr is a JSON array from a
-// valid JSON text made valid UTF-8 (readJSON), so it is walked in one pass
-// without checking its syntax again; an element with an escaped key takes
-// the general decoder.
-func batchLines(arr json.RawMessage) []store.LogInput {
-	var lines []store.LogInput
-	i := skipSpace(arr, 1) // after '['
-	for i < len(arr) && arr[i] != ']' {
-		end := skipValue(arr, i)
-		if l, ok := batchLine(arr[i:end]); ok {
-			lines = append(lines, l)
-		}
-		i = skipSpace(arr, end)
-		if i < len(arr) && arr[i] == ',' {
-			i = skipSpace(arr, i+1)
-		}
-	}
-	return lines
-}
-
-// batchLine reads one element of a batch (valid JSON).
-func batchLine(el []byte) (store.LogInput, bool) {
-	if !isObject(el) {
-		return store.LogInput{}, false
-	}
-	var level, message json.RawMessage
-	i := skipSpace(el, 1)
-	for i < len(el) && el[i] == '"' {
-		kend := skipValue(el, i)
-		key := el[i+1 : kend-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return batchLineDecoded(el)
-		}
-		v := skipSpace(el, skipSpace(el, kend)+1) // after ':'
-		vend := skipValue(el, v)
-		switch string(key) {
-		case "level":
-			level = el[v:vend]
-		case "message":
-			message = el[v:vend]
-		}
-		i = skipSpace(el, vend)
-		if i < len(el) && el[i] == ',' {
-			i = skipSpace(el, i+1)
-		}
-	}
-	return lineOf(level, message)
-}
-
-// batchLineDecoded is batchLine through the general decoder.
-func batchLineDecoded(el []byte) (store.LogInput, bool) {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(el, &m) != nil {
-		return store.LogInput{}, false
-	}
-	return lineOf(m["level"], m["message"])
-}
-
-func lineOf(rawLevel, rawMessage json.RawMessage) (store.LogInput, bool) {
-	var level domain.LogLevel
-	switch string(rawLevel) { // the levels as sent, without a copy
-	case `"info"`:
-		level = domain.LevelInfo
-	case `"warn"`:
-		level = domain.LevelWarn
-	case `"error"`:
-		level = domain.LevelError
-	default:
-		s, ok := jsonString(rawLevel)
-		if !ok || !domain.LogLevel(s).Valid() {
-			return store.LogInput{}, false
-		}
-		level = domain.LogLevel(s)
-	}
-	message, ok := jsonString(rawMessage)
-	if !ok {
-		return store.LogInput{}, false
-	}
-	return store.LogInput{Level: level, Message: message}, true
-}
-
-// jsonString decodes a raw JSON string; anything else (absent, null, a
-// number, an object) is not one. raw comes from a valid JSON text made valid
-// UTF-8 (readJSON): a string without escapes is its own text.
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 {
-		return string(raw[1 : len(raw)-1]), true
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return "", false
-	}
-	return s, true
-}
-
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON white space.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just after the JSON value that starts at i,
-// in valid JSON.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		for i++; i < len(b); i++ {
-			switch b[i] {
-			case '\\':
-				i++
-			case '"':
-				return i + 1
-			}
-		}
-		return i
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipValue(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default: // a number, true, false, null
-		for i < len(b) && b[i] != ',' && b[i] != ']' && b[i] != '}' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
-			i++
-		}
-		return i
-	}
 }
 
 // heartbeat is POST /api/builds/:id/heartbeat (§4.6). In the minutes after

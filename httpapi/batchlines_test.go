@@ -125,3 +125,60 @@ func BenchmarkBatchLines(b *testing.B) {
 		})
 	}
 }
+
+// logBodies are log POST bodies of every shape: single lines, batches,
+// refusals, escaped and duplicate keys, space.
+var logBodies = []string{
+	`{"level":"info","message":"one"}`,
+	` {"message":"two","level":"warn"} `,
+	`{"level":"debug","message":"bad level"}`,
+	`{"level":"info"}`, `{"message":"x"}`, `{"level":null,"message":"x"}`, `{"level":"info","message":null}`,
+	`{"level":"info","message":5}`, `{"level":["info"],"message":"x"}`,
+	`{"logs":[{"level":"info","message":"a"},{"level":"bad","message":"b"},7]}`,
+	`{"logs":[]}`, `{"logs":null}`, `{"logs":{}}`, `{"logs":"x"}`,
+	`{"logs":[{"level":"info","message":"a"}],"level":"info","message":"single ignored"}`,
+	`{"level":"info","message":"single","logs":[{"level":"warn","message":"batch wins"}]}`,
+	`{"logs":[{"level":"info","message":"first"}],"logs":[{"level":"info","message":"last wins"}]}`,
+	`{"logs":[],"logs":null}`,
+	`{"\u006cogs":[{"level":"info","message":"escaped top key"}]}`,
+	`{"level":"info","mess\u0061ge":"escaped","extra":{"a":[1,"]"]}}`,
+	`{"Level":"info","message":"case variant"}`,
+	`[]`, `"s"`, `null`, `1`, `{}`,
+	`{"level":"info","message":"é \u00e9 \"q\" \\ <>&"}`,
+}
+
+// TestLogBodyIsDecoded: the one-pass reading of a log body gives what
+// decodeStrict's gives: the lines, batch or not, the refusal.
+func TestLogBodyIsDecoded(t *testing.T) {
+	for _, b := range logBodies {
+		require.True(t, json.Valid([]byte(b)), b)
+		lines, batch, refusal := logBody([]byte(b))
+		wl, wb, wr := logBodyDecoded([]byte(b))
+		require.Equal(t, wl, lines, b)
+		require.Equal(t, wb, batch, b)
+		require.Equal(t, wr, refusal, b)
+	}
+	lines, _, refusal := logBody([]byte(`{"logs":[{"level":"info","message":"a"},{"level":"bad","message":"b"},7]}`))
+	require.Empty(t, refusal)
+	require.Equal(t, []store.LogInput{{Level: domain.LevelInfo, Message: "a"}}, lines)
+	_, _, refusal = logBody([]byte(`{"level":"debug","message":"x"}`))
+	require.Equal(t, msgInvalidLogLevel, refusal)
+}
+
+// FuzzLogBody: as above, for any JSON value as readJSONBody hands it over.
+func FuzzLogBody(f *testing.F) {
+	for _, b := range logBodies {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		raw := bytes.ToValidUTF8([]byte(s), []byte("\uFFFD"))
+		if !json.Valid(raw) {
+			return
+		}
+		lines, batch, refusal := logBody(raw)
+		wl, wb, wr := logBodyDecoded(raw)
+		require.Equal(t, wl, lines)
+		require.Equal(t, wb, batch)
+		require.Equal(t, wr, refusal)
+	})
+}

@@ -55,15 +55,25 @@ func readAll(r io.Reader, declared int64) ([]byte, error) {
 // It answers 413 Request body too large and 400 Invalid JSON body (not one
 // JSON value).
 func readJSON(c echo.Context, dst any) (fields, error) {
-	raw, err := readBody(c, maxJSONBody)
+	raw, err := readJSONBody(c)
 	if err != nil {
 		return fields{}, err
+	}
+	return decodeStrict(raw, dst), nil
+}
+
+// readJSONBody is readJSON's body before it is decoded: one JSON value in
+// valid UTF-8 ({} for an empty body), or the 413 or 400.
+func readJSONBody(c echo.Context) ([]byte, error) {
+	raw, err := readBody(c, maxJSONBody)
+	if err != nil {
+		return nil, err
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		raw = []byte("{}")
 	}
 	if !json.Valid(raw) { // exactly one JSON value, space around it allowed
-		return fields{}, fail(http.StatusBadRequest, msgInvalidJSON)
+		return nil, fail(http.StatusBadRequest, msgInvalidJSON)
 	}
 	// Invalid UTF-8 can only sit inside strings of a valid JSON text; made
 	// valid here, every text and raw JSON value a handler takes is valid
@@ -71,7 +81,7 @@ func readJSON(c echo.Context, dst any) (fields, error) {
 	if !utf8.Valid(raw) {
 		raw = bytes.ToValidUTF8(raw, []byte("\uFFFD"))
 	}
-	return decodeStrict(raw, dst), nil
+	return raw, nil
 }
 
 // fields says what decodeStrict found in a body.
