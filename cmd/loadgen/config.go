@@ -22,6 +22,9 @@ type Config struct {
 	APIKey   string
 	Platform string
 	Timeout  time.Duration // per ordinary request; transfers have none
+	// CPUProfile, if set, is where the load tool writes a CPU profile of
+	// its own run (go tool pprof), to see what measuring costs.
+	CPUProfile string
 
 	// idle
 	Duration    time.Duration // idle and logs
@@ -118,6 +121,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&cfg.StreamBatch, "stream-batch", cfg.StreamBatch, "logstream: lines per POST")
 	fs.StringVar(&cfg.Platform, "platform", cfg.Platform, "platform of submitted builds: android or ios")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout (transfers have none)")
+	fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "write the load tool's own CPU profile to this file (go tool pprof)")
 	showVersion := fs.Bool("version", false, "print the version and revision and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: loadgen [flags]\n\nMeasures an Expo Free Agent controller: idle polling, dispatch, large transfers, log ingestion,\n"+

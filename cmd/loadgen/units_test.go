@@ -609,3 +609,37 @@ func TestSeveralNodes(t *testing.T) {
 	_, _, err = parseConfig([]string{"--url", "http://a:1,ftp://b", "--api-key", "k-0123456789abcdef"}, env, io.Discard)
 	require.ErrorContains(t, err, `invalid --url "ftp://b"`)
 }
+
+// TestDecodeLogEvent: the direct reading of a log event agrees with
+// encoding/json on the controller's shape, and anything else goes to
+// encoding/json.
+func TestDecodeLogEvent(t *testing.T) {
+	cases := []string{
+		`{"seq":7,"timestamp":1795739109611,"level":"info","message":"lsg 12 1795739109611000000 \u003e Task :app:compileReleaseKotlin UP-TO-DATE"}`,
+		`{"seq":11,"timestamp":5,"level":"info","message":"\u003ca\u003e \u0026 \u0026amp;"}`,
+		`{"seq":12,"timestamp":5,"level":"info","message":"\u003ca\u003e \u00e9"}`,
+		`{"seq":13,"timestamp":5,"level":"info","message":"\\u003c is not an escape"}`,
+		`{"seq":1,"timestamp":0,"level":"warn","message":""}`,
+		`{"seq":2,"timestamp":5,"level":"error","message":"é ✓ <tag> &amp;"}`,
+		`{"seq":3,"timestamp":5,"level":"info","message":"escaped \"quote\" and \\ and \u003c"}`,
+		`{"seq":4,"timestamp":5,"level":"info","message":"new\nline"}`,
+		`{"seq":5,"timestamp":5,"message":"other order","level":"info"}`,
+		`{"seq":05,"timestamp":5,"level":"info","message":"leading zero"}`,
+		`{"seq":6,"timestamp":5,"level":"info","message":"trailing"} `,
+		`{"seq":"8","timestamp":5,"level":"info","message":"seq a string"}`,
+		`{"seq":9,"timestamp":5,"level":"info","message":"bad` + "\xff" + `utf8"}`,
+		`{"seq":10,"timestamp":5,"level":"info","message":"unterminated`,
+		`not json`, ``, `{}`,
+	}
+	for _, c := range cases {
+		got, ok := decodeLogEvent(c)
+		var want logEventData
+		wantOK := json.Unmarshal([]byte(c), &want) == nil
+		require.Equal(t, wantOK, ok, "%s", c)
+		if ok {
+			require.Equal(t, want, got, "%s", c)
+		}
+	}
+	_, fast := decodeLogEventFast(cases[0])
+	require.True(t, fast, "the controller's usual shape is read directly")
+}
