@@ -28,16 +28,18 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// readAll is io.ReadAll into one buffer of the declared length (a body of a
-// known length is read without the doubling series of copies).
+// readAll is io.ReadAll starting from a buffer of the declared length, up
+// to 64 KiB (a typical body, a worker's batch of log lines, is read without
+// the doubling series of copies; a client that declares a large body and
+// sends nothing does not make the server hold more than that for it).
 func readAll(r io.Reader, declared int64) ([]byte, error) {
 	if declared <= 0 {
 		return io.ReadAll(r)
 	}
-	b := make([]byte, 0, declared+1) // +1: the read that finds the end
+	b := make([]byte, 0, min(declared+1, maxPreallocatedBody)) // +1: the read that finds the end
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // more than declared: grow as ReadAll would
+			b = append(b, 0)[:len(b)] // more than that: grow as ReadAll would
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -49,6 +51,9 @@ func readAll(r io.Reader, declared int64) ([]byte, error) {
 		}
 	}
 }
+
+// maxPreallocatedBody bounds what readAll allocates before the body arrives.
+const maxPreallocatedBody = 64 << 10
 
 // readJSON reads a JSON body of at most 1 MiB, whatever its Content-Type, and
 // decodes it into the struct *dst with decodeStrict. An empty body is {}.

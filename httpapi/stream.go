@@ -51,9 +51,9 @@ func (g *streamGate) leave() { g.open.Add(-1) }
 // was sent, an end event; then it closes.
 //
 // An HTTP/1.1 stream takes its connection over from the server and is
-// served by a goroutine of its own (follow), so that a waiting stream holds
-// neither the server's connection goroutine, with the stack its request
-// grew, nor its buffers: a thousand open streams cost a few MiB.
+// served by a goroutine of its own (followConn), so that a waiting stream
+// holds neither the server's connection goroutine, with the stack its
+// request grew, nor its buffers: about half the memory per open stream.
 func (s *Server) logStream(c echo.Context) error {
 	b, err := s.addressedBuild(c)
 	if err != nil {
