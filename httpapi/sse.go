@@ -31,9 +31,26 @@ type sseSink interface {
 // sseStream writes Server-Sent Events.
 type sseStream struct {
 	sink       sseSink
-	buf        []byte // events not yet sent
-	last       int64  // the last log seq sent
-	lastStatus string // the last status sent
+	buf        []byte  // events not yet sent, in the pooled buffer bufp
+	bufp       *[]byte // nil between wake-ups: a waiting stream holds no buffer
+	last       int64   // the last log seq sent
+	lastStatus string  // the last status sent
+}
+
+// eventBuffers are the buffers streams gather events in, lent from one
+// wake-up's first event to its send: a thousand streams share the few that
+// are in use at once, and a batch of lines costs no allocation.
+var eventBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 16<<10)
+	return &b
+}}
+
+// open makes sure the stream holds a buffer to append to.
+func (st *sseStream) open() {
+	if st.bufp == nil {
+		st.bufp = eventBuffers.Get().(*[]byte)
+		st.buf = (*st.bufp)[:0]
+	}
 }
 
 // follows reports whether entries continue the stream without a gap. Two
@@ -58,6 +75,7 @@ func (st *sseStream) logs(entries []domain.LogEntry) error {
 		if e.Seq <= st.last {
 			continue // sent already (the backlog and the feed overlap)
 		}
+		st.open()
 		st.buf = appendLogEvent(st.buf, e)
 		st.last = e.Seq
 	}
@@ -86,6 +104,7 @@ func (st *sseStream) event(name string, data any) error {
 	if err != nil {
 		return err
 	}
+	st.open()
 	st.buf = append(st.buf, "event: "...)
 	st.buf = append(st.buf, name...)
 	st.buf = append(st.buf, "\ndata: "...)
@@ -95,28 +114,31 @@ func (st *sseStream) event(name string, data any) error {
 }
 
 func (st *sseStream) comment(text string) error {
+	st.open()
 	st.buf = append(st.buf, ": "...)
 	st.buf = append(st.buf, text...)
 	st.buf = append(st.buf, "\n\n"...)
 	return st.flush()
 }
 
-// flush sends what gathered. A large buffer is not kept: a thousand quiet
-// streams hold no batch-sized buffers.
+// flush sends what gathered and gives the buffer back.
 func (st *sseStream) flush() error {
-	if len(st.buf) == 0 {
+	if st.bufp == nil {
 		return nil
 	}
-	err := st.sink.send(st.buf)
-	if cap(st.buf) > keptEventBuffer {
-		st.buf = nil
-	} else {
-		st.buf = st.buf[:0]
+	var err error
+	if len(st.buf) > 0 {
+		err = st.sink.send(st.buf)
 	}
+	if cap(st.buf) <= maxPooledEventBuffer { // a rare huge one goes to the collector
+		*st.bufp = st.buf[:0]
+		eventBuffers.Put(st.bufp)
+	}
+	st.buf, st.bufp = nil, nil
 	return err
 }
 
-const keptEventBuffer = 4 << 10
+const maxPooledEventBuffer = 1 << 20
 
 // appendLogEvent appends a log entry's event: what encoding/json would write
 // for seqLogJSON, without reflection (a live log sends every entry to every

@@ -78,16 +78,23 @@ func (sub *Subscription) Take() (entries []domain.LogEntry, lagged, statusChange
 
 func (sub *Subscription) push(entries []domain.LogEntry, status bool) {
 	sub.mu.Lock()
-	for _, e := range entries {
-		if sub.lagged {
-			break
+	if !sub.lagged && len(entries) > 0 {
+		size := sub.size
+		for _, e := range entries {
+			size += len(e.Message)
 		}
-		if sub.size+len(e.Message) > subscriptionBuffer {
+		if size > subscriptionBuffer {
 			sub.entries, sub.size, sub.lagged = nil, 0, true
-			break
+		} else {
+			if len(sub.entries) == 0 {
+				// Shared with the other subscribers, read only: its capacity
+				// cut to its length, so that a later push copies.
+				sub.entries = entries[:len(entries):len(entries)]
+			} else {
+				sub.entries = append(sub.entries, entries...)
+			}
+			sub.size = size
 		}
-		sub.entries = append(sub.entries, e)
-		sub.size += len(e.Message)
 	}
 	sub.status = sub.status || status
 	sub.mu.Unlock()
@@ -118,11 +125,21 @@ func changesOf(ctx context.Context) *changes {
 
 // noteLog records an appended log entry.
 func noteLog(ctx context.Context, buildID string, e domain.LogEntry) {
+	noteLogs(ctx, buildID, []domain.LogEntry{e})
+}
+
+// noteLogs records appended log entries, in order; the collector keeps
+// entries (the caller must not change them after).
+func noteLogs(ctx context.Context, buildID string, entries []domain.LogEntry) {
 	if c := changesOf(ctx); c != nil {
 		if c.logs == nil {
 			c.logs = map[string][]domain.LogEntry{}
 		}
-		c.logs[buildID] = append(c.logs[buildID], e)
+		if prev := c.logs[buildID]; len(prev) > 0 {
+			c.logs[buildID] = append(prev, entries...)
+		} else {
+			c.logs[buildID] = entries // the caller's, handed over
+		}
 	}
 }
 

@@ -70,9 +70,14 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 		return 0, wrapCtx(ctx, "append logs", err)
 	}
 	a := &logAppend{ctx: ctx, buildID: buildID, workerID: workerID, now: now,
-		lines: make([]LogInput, len(lines)), lead: make(chan struct{}, 1), done: make(chan error, 1)}
+		lines: lines, lead: make(chan struct{}, 1), done: make(chan error, 1)}
 	for i, l := range lines {
-		a.lines[i] = LogInput{Level: l.Level, Message: domain.Clip(l.Message, domain.MaxLogMessage)}
+		if m := domain.Clip(l.Message, domain.MaxLogMessage); m != l.Message {
+			if &a.lines[0] == &lines[0] { // copied on the first change: the caller's lines stay as they are
+				a.lines = slices.Clone(lines)
+			}
+			a.lines[i].Message = m
+		}
 		a.bytes += len(a.lines[i].Message)
 	}
 	if err := s.appender.join(a); err != nil {
@@ -234,27 +239,42 @@ func appendLines(ctx context.Context, tx *Tx, ins *logInserts, a *logAppend) err
 		a.buildID).Scan(&seq); err != nil {
 		return err
 	}
-	for rest := a.lines; len(rest) > 0; {
+	// What repeats in every row is boxed once (each boxing of a value into
+	// an argument is an allocation, five per line otherwise).
+	id, now := any(a.buildID), any(a.now)
+	entries := make([]domain.LogEntry, len(a.lines))
+	for rest, first := a.lines, seq+1; len(rest) > 0; {
 		n := insertRows(len(rest))
 		stmt, err := ins.stmt(ctx, n)
 		if err != nil {
 			return err
 		}
 		args := ins.args[:0]
-		for i, l := range rest[:n] {
-			args = append(args, a.buildID, seq+int64(i)+1, a.now, string(l.Level), l.Message)
+		for _, l := range rest[:n] {
+			seq++
+			args = append(args, id, seq, now, levelArg(l.Level), l.Message)
+			entries[seq-first] = domain.LogEntry{Seq: seq, Timestamp: a.now, Level: l.Level, Message: l.Message}
 		}
 		ins.args = args
 		if _, err := stmt.ExecContext(ctx, args...); err != nil {
 			return err
 		}
-		for _, l := range rest[:n] {
-			seq++
-			noteLog(ctx, a.buildID, domain.LogEntry{Seq: seq, Timestamp: a.now, Level: l.Level, Message: l.Message})
-		}
 		rest = rest[n:]
 	}
+	noteLogs(ctx, a.buildID, entries)
 	return nil
+}
+
+// levelArgs are the log levels boxed as arguments once.
+var levelArgs = map[domain.LogLevel]any{
+	domain.LevelInfo: string(domain.LevelInfo), domain.LevelWarn: string(domain.LevelWarn), domain.LevelError: string(domain.LevelError),
+}
+
+func levelArg(l domain.LogLevel) any {
+	if v, ok := levelArgs[l]; ok {
+		return v
+	}
+	return string(l)
 }
 
 // Lines are inserted several rows per statement: one statement's call

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -83,6 +84,27 @@ func TestAppendLogs(t *testing.T) {
 			fed = append(fed, entries...)
 		}
 		require.Equal(t, want[1:], fed, "the feed: every entry after the submission's, in order")
+	})
+
+	// A line too long is stored cut, a NUL as U+FFFD; the caller's lines
+	// are left as they were.
+	t.Run("ClippedNotTheCallers", func(t *testing.T) {
+		t.Parallel()
+		d := newTestDB(t)
+		b := d.build(t, t0)
+		long := strings.Repeat("x", domain.MaxLogMessage+100)
+		lines := []store.LogInput{{Level: domain.LevelInfo, Message: "fine"}, {Level: domain.LevelWarn, Message: long},
+			{Level: domain.LevelInfo, Message: "nul\x00"}}
+		_, err := d.s.AppendLogs(t.Context(), b, "", lines, t0+1)
+		require.NoError(t, err)
+		require.Equal(t, long, lines[1].Message)
+		require.Equal(t, "nul\x00", lines[2].Message)
+		got := d.logs(t, b)
+		require.Len(t, got, 4)
+		require.Equal(t, "fine", got[1].Message)
+		require.Equal(t, domain.Clip(long, domain.MaxLogMessage), got[2].Message)
+		require.True(t, strings.HasSuffix(got[2].Message, " … [100 bytes cut]"))
+		require.Equal(t, "nul\uFFFD", got[3].Message)
 	})
 
 	t.Run("SequencesArePerBuild", func(t *testing.T) {
