@@ -79,8 +79,14 @@ func touchAssignee(ctx context.Context, tx *Tx, buildID, workerID string, now in
 	}
 	if b.Status == domain.StatusAssigned {
 		noteStatus(ctx, ChangeOf(b)) // assigned becomes building: still running on its worker
+		_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = GREATEST(COALESCE(last_activity_at, 0), ?),
+			status = 'building' WHERE id = ?`, now, buildID)
+		return b, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = GREATEST(COALESCE(last_activity_at, 0), ?),
-		status = 'building' WHERE id = ?`, now, buildID)
+	// Building already: the status is left out of the statement, so that
+	// the indexes holding it and the triggers on it are not touched by every
+	// log post and heartbeat.
+	_, err = tx.ExecContext(ctx, `UPDATE builds SET last_activity_at = GREATEST(COALESCE(last_activity_at, 0), ?)
+		WHERE id = ?`, now, buildID)
 	return b, err
 }
