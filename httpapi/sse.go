@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
@@ -233,30 +234,23 @@ type connSink struct {
 }
 
 func (s *connSink) send(p []byte) error {
-	bufs := make(net.Buffers, 0, 4)
-	if s.head != nil {
-		bufs = append(bufs, s.head)
-		s.head = nil
-	}
 	size := strconv.AppendInt(make([]byte, 0, 18), int64(len(p)), 16)
-	size = append(size, '\r', '\n')
-	bufs = append(bufs, size, p, crlf)
-	return s.write(bufs)
+	return s.write(append(size, '\r', '\n'), p, crlf)
 }
 
 var crlf = []byte("\r\n")
 
 // end sends the last chunk (or only the head, if nothing was sent).
-func (s *connSink) end() error {
-	bufs := net.Buffers{}
+func (s *connSink) end() error { return s.write([]byte("0\r\n\r\n")) }
+
+// write sends parts in one writev, after the head if it has not gone yet.
+func (s *connSink) write(parts ...[]byte) error {
+	bufs := make(net.Buffers, 0, len(parts)+1)
 	if s.head != nil {
 		bufs = append(bufs, s.head)
 		s.head = nil
 	}
-	return s.write(append(bufs, []byte("0\r\n\r\n")))
-}
-
-func (s *connSink) write(bufs net.Buffers) error {
+	bufs = append(bufs, parts...)
 	if err := s.conns.writeDeadline(s.conn); err != nil {
 		return err
 	}
@@ -273,17 +267,11 @@ func streamHead(h http.Header) []byte {
 	h.Set("Transfer-Encoding", "chunked")
 	h.Set(echo.HeaderConnection, "close")
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	var b headBuffer
-	b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
 	_ = h.Write(&b)
-	return append(b, crlf...)
-}
-
-type headBuffer []byte
-
-func (b *headBuffer) Write(p []byte) (int, error) {
-	*b = append(*b, p...)
-	return len(p), nil
+	b.WriteString("\r\n")
+	return b.Bytes()
 }
 
 func setStreamHeaders(h http.Header) {
