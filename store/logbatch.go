@@ -71,10 +71,11 @@ func (s *Store) AppendLogs(ctx context.Context, buildID, workerID string, lines 
 	}
 	a := &logAppend{ctx: ctx, buildID: buildID, workerID: workerID, now: now,
 		lines: lines, lead: make(chan struct{}, 1), done: make(chan error, 1)}
+	copied := false // the caller's lines stay as they are: copied on the first change
 	for i, l := range lines {
 		if m := domain.Clip(l.Message, domain.MaxLogMessage); m != l.Message {
-			if &a.lines[0] == &lines[0] { // copied on the first change: the caller's lines stay as they are
-				a.lines = slices.Clone(lines)
+			if !copied {
+				a.lines, copied = slices.Clone(lines), true
 			}
 			a.lines[i].Message = m
 		}
@@ -265,14 +266,17 @@ func appendLines(ctx context.Context, tx *Tx, ins *logInserts, a *logAppend) err
 	return nil
 }
 
-// levelArgs are the log levels boxed as arguments once.
-var levelArgs = map[domain.LogLevel]any{
-	domain.LevelInfo: string(domain.LevelInfo), domain.LevelWarn: string(domain.LevelWarn), domain.LevelError: string(domain.LevelError),
-}
+// The log levels boxed as arguments once.
+var infoArg, warnArg, errorArg any = string(domain.LevelInfo), string(domain.LevelWarn), string(domain.LevelError)
 
 func levelArg(l domain.LogLevel) any {
-	if v, ok := levelArgs[l]; ok {
-		return v
+	switch l {
+	case domain.LevelInfo:
+		return infoArg
+	case domain.LevelWarn:
+		return warnArg
+	case domain.LevelError:
+		return errorArg
 	}
 	return string(l)
 }
