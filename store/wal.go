@@ -10,9 +10,10 @@ import (
 // synchronous=NORMAL, so a commit writes its WAL frames without an fsync; the
 // store then calls Sync through a GroupSyncer before it returns, which makes
 // the commit exactly as durable as synchronous=FULL while concurrent commits
-// share one fsync. (fsync applies to the file, whichever descriptor it is
-// called on.) SQLite itself syncs the WAL before each checkpoint and the
-// database after it.
+// share one fsync — an fdatasync on Linux (dataSync), as SQLite's own syncs
+// there. (A sync applies to the file, whichever descriptor it is called
+// on.) SQLite itself syncs the WAL before each checkpoint and the database
+// after it.
 type walFile struct {
 	path string
 	mu   sync.Mutex
@@ -39,7 +40,7 @@ func (w *walFile) Sync() error {
 			return fmt.Errorf("open WAL: %w", err)
 		}
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := dataSync(w.f); err != nil {
 		return fmt.Errorf("fsync WAL: %w", err)
 	}
 	return nil
