@@ -247,7 +247,7 @@ func (m *Manager) Serve(ctx context.Context) error {
 	}
 	var current *request
 	release := m.release
-	defer s.releaseWaiters() // their goroutines must not wait for a state that is gone
+	defer m.releaseWaiters(s) // their goroutines must not wait for a state that is gone
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("queue manager panicked; the supervisor restarts it from the store",
@@ -277,7 +277,7 @@ func (m *Manager) Serve(ctx context.Context) error {
 				m.serveWaiters(s)
 			}
 		case <-release:
-			s.releaseWaiters()
+			m.releaseWaiters(s)
 			release = nil // Release is final: stop selecting on it (a nil channel blocks)
 		case req := <-m.inbox:
 			current = &req // from here a panic answers it, the reload's too

@@ -230,6 +230,14 @@ type hookStore struct {
 	beforeAssign  func()
 	beforeCancel  func()
 	beforePending func()
+	sync          func() error // instead of the store's Sync, when set
+}
+
+func (h *hookStore) Sync() error {
+	if h.sync != nil {
+		return h.sync()
+	}
+	return h.Store.Sync()
 }
 
 func (h *hookStore) PendingBuilds(ctx context.Context) ([]domain.Build, error) {

@@ -46,32 +46,40 @@ func (m *Manager) PollWait(ctx context.Context, workerID string, wait time.Durat
 		return m.Poll(ctx, workerID)
 	}
 	type polled struct {
-		job *Job
-		w   *waiter
+		job  *Job
+		held bool
 	}
+	w := &waiter{workerID: workerID, job: make(chan *Job, 1), gone: make(chan struct{})}
 	res, err := askDurable(ctx, m, func(ctx context.Context, s *state) (polled, error) {
 		job, err := m.poll(ctx, s, workerID)
 		if err != nil || job != nil || len(s.waiters) >= m.cfg.MaxWaiters {
 			return polled{job: job}, err
 		}
-		w := &waiter{workerID: workerID, job: make(chan *Job, 1), gone: make(chan struct{})}
 		s.waiters = append(s.waiters, w)
 		m.waiting.Store(int64(len(s.waiters)))
-		return polled{w: w}, nil
+		return polled{held: true}, nil
 	})
-	if err != nil || res.w == nil {
-		return res.job, err
+	if err != nil {
+		// The manager may have taken the waiter in before the error (the
+		// sync failed, the call timed out): take it out again, so that no
+		// build is handed to a poll nobody answers. A build handed to it
+		// meanwhile stays with the worker (its next poll gets it).
+		m.forget(w)
+		return nil, err
+	}
+	if !res.held {
+		return res.job, nil
 	}
 	timer := m.clock.NewTimer(wait)
 	defer timer.Stop()
 	select {
-	case job := <-res.w.job:
+	case job := <-w.job:
 		return m.handedOver(job)
 	case <-ctx.Done():
 	case <-timer.C():
 	case <-m.release:
 	}
-	if job, handed := m.forget(res.w); handed {
+	if job, handed := m.forget(w); handed {
 		return m.handedOver(job)
 	}
 	return nil, nil
@@ -104,9 +112,11 @@ func (m *Manager) forget(w *waiter) (*Job, bool) {
 	}()
 	_, _ = ask(ctx, m, func(_ context.Context, s *state) (struct{}, error) {
 		if s.dropWaiter(w) {
+			// The count first: the answer lets the poll return, and
+			// whoever asks next must not see it still held.
+			m.waiting.Store(int64(len(s.waiters)))
 			w.answer(nil)
 		}
-		m.waiting.Store(int64(len(s.waiters)))
 		return struct{}{}, nil
 	})
 	select {
@@ -141,7 +151,14 @@ func (m *Manager) serveWaiters(s *state) {
 	defer cancel()
 	ctx = store.DeferSync(ctx)
 	now := m.now()
-	kept := s.waiters[:0]
+	type answer struct {
+		w   *waiter
+		job *Job
+	}
+	var answers []answer
+	// A new slice, not s.waiters filtered in place: should waiterJob panic,
+	// the deferred release must find every waiter once, none answered yet.
+	kept := make([]*waiter, 0, len(s.waiters))
 	for i, w := range s.waiters {
 		if len(s.pending) == 0 {
 			kept = append(kept, s.waiters[i:]...)
@@ -155,10 +172,15 @@ func (m *Manager) serveWaiters(s *state) {
 			kept = append(kept, w)
 			continue
 		}
-		w.answer(job) // nil on an error: the poll is answered "no job" and the worker polls again
+		answers = append(answers, answer{w, job}) // nil on an error: the poll is answered "no job" and the worker polls again
 	}
 	s.waiters = kept
+	// The count before the answers: an answered poll must not be counted
+	// as held by whoever reads it after the poll returned.
 	m.waiting.Store(int64(len(s.waiters)))
+	for _, a := range answers {
+		a.w.answer(a.job)
+	}
 }
 
 // waiterJob is the job for a held poll: the build its worker holds, else the
@@ -181,11 +203,13 @@ func (m *Manager) waiterJob(ctx context.Context, s *state, w *waiter, now int64)
 
 // releaseWaiters answers every held poll "no job" (shutdown, a reload after
 // a panic: the waiters' goroutines must not wait for a state that is gone).
-func (s *state) releaseWaiters() {
-	for _, w := range s.waiters {
+func (m *Manager) releaseWaiters(s *state) {
+	waiters := s.waiters
+	s.waiters = nil
+	m.waiting.Store(0)
+	for _, w := range waiters {
 		w.answer(nil)
 	}
-	s.waiters = nil
 }
 
 // Release lets every held poll go at once, answered "no job": the HTTP

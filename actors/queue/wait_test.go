@@ -2,11 +2,14 @@ package queue
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/expo-free-agent/controller/store"
 	"github.com/expo-free-agent/controller/store/domain"
 )
 
@@ -173,6 +176,7 @@ func TestPollWait(t *testing.T) {
 			require.NoError(t, err)
 			require.Nil(t, job)
 		}
+		require.Zero(t, b.q.Waiting(), "no poll is counted as held once all were answered")
 		job, err := b.q.PollWait(t.Context(), b.worker(t, "late", anyPlatform), time.Hour)
 		require.NoError(t, err)
 		require.Nil(t, job, "after Release a poll is not held")
@@ -203,4 +207,96 @@ func TestReloadServesHeldPolls(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, job)
 	require.Equal(t, id, job.BuildID)
+}
+
+// TestHeldPollCountedUntilAnswered: once a held poll has returned, it is no
+// longer counted as held — whichever way it ended. The count used to be
+// lowered after the answer (a reader right after the poll could see it
+// still held) or, at a release, not at all. Run it with -count to catch the
+// old order.
+func TestHeldPollCountedUntilAnswered(t *testing.T) {
+	t.Parallel()
+	for range 10 {
+		b := setup(t)
+		w := b.worker(t, "w", anyPlatform)
+		h := b.hold(t, t.Context(), w, time.Hour, 1)
+		b.submit(t, domain.PlatformIOS)
+		job, err := h.result(t)
+		require.NoError(t, err)
+		require.NotNil(t, job)
+		require.Zero(t, b.q.Waiting(), "handed a job")
+
+		ctx, cancel := context.WithCancel(t.Context())
+		h = b.hold(t, ctx, b.worker(t, "gone", anyPlatform), time.Hour, 1)
+		cancel()
+		_, err = h.result(t)
+		require.NoError(t, err)
+		require.Zero(t, b.q.Waiting(), "its client went away")
+	}
+}
+
+// TestHeldPollSyncFails: when making the poll durable fails after the
+// manager took the poll in, the poll answers the error and is taken out
+// again; it used to stay held with nobody waiting on it, so the next build
+// was handed to a poll that could never answer.
+func TestHeldPollSyncFails(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	b := setup(t, withStore(func(st *store.Store) Store {
+		return &hookStore{Store: st, sync: func() error {
+			if fail.CompareAndSwap(true, false) {
+				return errors.New("injected sync failure")
+			}
+			return st.Sync()
+		}}
+	}))
+	w := b.worker(t, "w", anyPlatform)
+	fail.Store(true)
+	job, err := b.q.PollWait(t.Context(), w, time.Hour)
+	require.Error(t, err)
+	require.Nil(t, job)
+	require.Zero(t, b.q.Waiting(), "the failed poll is not held")
+	id := b.submit(t, domain.PlatformIOS)
+	require.Equal(t, domain.StatusPending, b.build(t, id).Status, "nothing is handed to the failed poll")
+	require.Equal(t, id, b.poll(t, w), "the worker's next poll gets it")
+}
+
+// TestServeWaitersPanics: a panic while handing builds to held polls
+// answers every held poll exactly once ("no job"), and the restarted
+// manager re-delivers the build already assigned. The held polls used to be
+// filtered in place, so the release after the panic found one poll twice
+// (answering it again blocked or panicked) and lost another.
+func TestServeWaitersPanics(t *testing.T) {
+	t.Parallel()
+	var assigns atomic.Int32
+	b := setup(t, withStore(func(st *store.Store) Store {
+		return &hookStore{Store: st, beforeAssign: func() {
+			if assigns.Add(1) == 2 {
+				panic("injected assignment panic")
+			}
+		}}
+	}))
+	first := b.worker(t, "first", anyPlatform)
+	droid := b.worker(t, "droid", androidOnly)
+	third := b.worker(t, "third", anyPlatform)
+	hs := []*held{
+		b.hold(t, context.Background(), first, time.Hour, 1),
+		b.hold(t, context.Background(), droid, time.Hour, 2),
+		b.hold(t, context.Background(), third, time.Hour, 3),
+	}
+	a := b.otherNodeSubmits(t, domain.PlatformIOS, 0)
+	c := b.otherNodeSubmits(t, domain.PlatformIOS, time.Millisecond)
+	b.q.kickReload() // both reach the held polls in one pass: first gets a, third panics
+	require.Equal(t, "injected assignment panic", waitFor(t, b.panics, 10*time.Second, "Serve to re-panic"))
+	for _, h := range hs {
+		job, err := h.result(t)
+		require.NoError(t, err)
+		require.Nil(t, job, "answered once, no job")
+	}
+	require.Zero(t, b.q.Waiting())
+
+	b.start() // what suture does
+	require.Equal(t, a, b.poll(t, first), "the build assigned before the panic is re-delivered")
+	require.Equal(t, c, b.poll(t, third))
+	require.Empty(t, b.poll(t, droid))
 }
