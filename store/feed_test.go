@@ -3,6 +3,7 @@ package store_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -27,7 +28,7 @@ func TestSubscribe(t *testing.T) {
 	require.NoError(t, err)
 	_, err = d.s.AppendLogs(t.Context(), other, "", []store.LogInput{{Level: domain.LevelInfo, Message: "elsewhere"}}, t0+10)
 	require.NoError(t, err)
-	<-sub.C
+	kicked(t, sub)
 	entries, lagged, status := sub.Take()
 	require.False(t, lagged)
 	require.True(t, status, "the first worker line moved the build from assigned to building")
@@ -46,7 +47,7 @@ func TestSubscribe(t *testing.T) {
 	// A status change alone.
 	_, err = d.s.CancelBuild(t.Context(), b, t0+30)
 	require.NoError(t, err)
-	<-sub.C
+	kicked(t, sub)
 	entries, _, status = sub.Take()
 	require.True(t, status)
 	require.Equal(t, "Build cancelled", entries[len(entries)-1].Message)
@@ -60,8 +61,19 @@ func TestSubscribe(t *testing.T) {
 		_, err := d.s.AppendLogs(t.Context(), b2, w2, []store.LogInput{{Level: domain.LevelInfo, Message: big}}, t0+40)
 		require.NoError(t, err)
 	}
-	<-sub2.C
+	kicked(t, sub2)
 	entries, lagged, _ = sub2.Take()
 	require.True(t, lagged)
 	require.Empty(t, entries, "a lagging reader reads the database instead")
+}
+
+// kicked waits for the subscription's kick, failing the test after 10 s
+// instead of hanging it.
+func kicked(t *testing.T, sub *store.Subscription) {
+	t.Helper()
+	select {
+	case <-sub.C:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscription was not kicked")
+	}
 }

@@ -78,7 +78,7 @@ func TestAppendLogs(t *testing.T) {
 		require.Equal(t, want, d.logs(t, b))
 		var fed []domain.LogEntry
 		for len(fed) < len(want)-1 {
-			<-sub.C
+			kicked(t, sub)
 			entries, lagged, _ := sub.Take()
 			require.False(t, lagged)
 			fed = append(fed, entries...)

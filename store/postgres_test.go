@@ -262,7 +262,7 @@ func TestListenerDeliversOtherNodesChanges(t *testing.T) {
 	_, err := a.s.AppendLogs(t.Context(), id, w, []store.LogInput{{Level: domain.LevelInfo, Message: "first"}}, t0+5)
 	require.NoError(t, err)
 	require.Equal(t, []store.BuildChange{running}, h.next(t, 3, "building"))
-	<-sub.C
+	kicked(t, sub)
 	sub.Take()
 	_, err = a.s.AppendLogs(t.Context(), id, w, []store.LogInput{{Level: domain.LevelInfo, Message: "from node A"}}, t0+10)
 	require.NoError(t, err)

@@ -61,10 +61,14 @@ func (m *Manager) PollWait(ctx context.Context, workerID string, wait time.Durat
 	})
 	if err != nil {
 		// The manager may have taken the waiter in before the error (the
-		// sync failed, the call timed out): take it out again, so that no
-		// build is handed to a poll nobody answers. A build handed to it
-		// meanwhile stays with the worker (its next poll gets it).
-		m.forget(w)
+		// sync failed, the answer timed out): take it out again — the
+		// request to do so queues behind the first — so that no build is
+		// handed to a poll nobody answers. A build handed to it meanwhile
+		// stays with the worker (its next poll gets it). A request that
+		// never reached the manager added nothing.
+		if !errors.Is(err, errNotDelivered) {
+			m.forget(w)
+		}
 		return nil, err
 	}
 	if !res.held {

@@ -209,11 +209,12 @@ func TestReloadServesHeldPolls(t *testing.T) {
 	require.Equal(t, id, job.BuildID)
 }
 
-// TestHeldPollCountedUntilAnswered: once a held poll has returned, it is no
-// longer counted as held — whichever way it ended. The count used to be
-// lowered after the answer (a reader right after the poll could see it
-// still held) or, at a release, not at all. Run it with -count to catch the
-// old order.
+// TestHeldPollCountedUntilAnswered: once a held poll has returned — handed a
+// job, or its client gone — it is no longer counted as held. The count used
+// to be lowered just after the answer, so a reader right after the poll
+// could see it still held; that is a race, which this test and
+// TestPollWait/WaitEnds catch with -count (a release is covered by
+// TestPollWait/ReleaseAnswersEveryHeldPoll).
 func TestHeldPollCountedUntilAnswered(t *testing.T) {
 	t.Parallel()
 	for range 10 {
